@@ -1,0 +1,95 @@
+"""Remove what the answers did not select, from one declarative manifest.
+
+Every path in the manifest must exist in the freshly rendered tree, whatever
+the answers: a path that matches nothing means the manifest drifted from the
+template, and generation fails. Standard library only: no network, no git, no
+randomness (cruft replays this hook on every update).
+"""
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+# Feature switch -> paths that exist only when the switch is on.
+FEATURE_PATHS: dict[str, list[str]] = {
+    "use_postgres": [
+        "alembic.ini",
+        "app/db.py",
+        "app/items.py",
+        "migrations",
+        "tests/postgres.py",
+        "tests/test_items.py",
+        "tests/test_migrations.py",
+    ],
+    "use_redis": [
+        "app/cache.py",
+        "tests/test_cache.py",
+    ],
+    "use_socketio": [],
+    "use_rate_limit": [],
+    "use_sentry": [],
+}
+
+# Deploy target -> paths that exist only for that target.
+TARGET_PATHS: dict[str, list[str]] = {
+    "docker-compose": [],
+    "railway": [],
+    "cloud-run": [],
+    "kubernetes": [],
+    "vm": [],
+    "fly": [],
+    "render": [],
+}
+
+
+def unselected(answers: dict[str, Any]) -> list[str]:
+    """The manifest paths to delete for these answers."""
+    paths = [path for feature, group in FEATURE_PATHS.items() if not answers[feature] for path in group]
+    paths += [
+        path
+        for target, group in TARGET_PATHS.items()
+        if target != answers["deploy_target"]
+        for path in group
+        if path not in TARGET_PATHS[answers["deploy_target"]]
+    ]
+    return paths
+
+
+def missing(root: Path) -> list[str]:
+    every = [path for group in (*FEATURE_PATHS.values(), *TARGET_PATHS.values()) for path in group]
+    return sorted({path for path in every if not (root / path).exists()})
+
+
+def remove(root: Path, paths: list[str]) -> None:
+    for path in paths:
+        target = root / path
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    # Bottom-up, so a directory emptied by its children's removal goes too.
+    for directory in sorted((Path(entry[0]) for entry in os.walk(root)), reverse=True):
+        if not any(directory.iterdir()):
+            directory.rmdir()
+
+
+def answers() -> dict[str, Any]:
+    context: dict[str, Any] = json.loads({{ cookiecutter | jsonify | tojson }})
+    return context
+
+
+def main() -> int:
+    root = Path.cwd()
+    drifted = missing(root)
+    if drifted:
+        print(f"ERROR: template manifest lists paths that were not rendered: {drifted}", file=sys.stderr)
+        return 1
+    remove(root, unselected(answers()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Bake projects from the template and run their tools in a shared virtualenv.
+
+Every baked project is checked with one virtualenv per Python version holding
+the union of all variants' dependencies; it is built once, keyed by that
+dependency set, and reused across runs (see `venv_for`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from cookiecutter.main import cookiecutter
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE_DIR = ROOT / "{{cookiecutter.project_slug}}"
+CONTEXT = json.loads((ROOT / "cookiecutter.json").read_text())
+FEATURES = ("use_postgres", "use_redis", "use_socketio", "use_rate_limit", "use_sentry")
+PYTHONS = tuple(CONTEXT["python_version"])
+TARGETS = tuple(CONTEXT["deploy_target"])
+DEFAULT_PYTHON = PYTHONS[0]
+
+DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fastapi-template-tests"
+
+
+def bake(output_dir: Path, **answers: Any) -> Path:
+    """Generate a project into `output_dir` and return its directory."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return Path(
+        cookiecutter(str(ROOT), no_input=True, extra_context=answers, output_dir=str(output_dir))
+    )
+
+
+def run(
+    command: list[str | Path],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure, fail with its whole output."""
+    result = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, command))} exited {result.returncode} in {cwd}\n"
+            f"--- stdout ---\n{result.stdout[-20000:]}\n--- stderr ---\n{result.stderr[-8000:]}"
+        )
+    return result
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The current environment without service URLs, plus `extra`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "SENTRY_DSN", "VIRTUAL_ENV"}
+        and not key.startswith("PYTEST_")
+    }
+    return env | extra
+
+
+def find_python(version: str) -> str:
+    """A working interpreter for `version` (PATH first, then pyenv's versions)."""
+    candidates = [shutil.which(f"python{version}")]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += sorted(str(path) for path in pyenv_root.glob(f"versions/{version}.*/bin/python{version}"))
+    for candidate in candidates:
+        if candidate and subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
+            return candidate
+    raise RuntimeError(f"no Python {version} interpreter found")
+
+
+def _uv() -> str:
+    found = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    if not Path(found).exists():
+        raise RuntimeError("uv is not installed next to the test interpreter")
+    return found
+
+
+def render_pyproject(**answers: Any) -> dict[str, Any]:
+    """The generated pyproject.toml for these answers, rendered without a full bake."""
+    from cookiecutter.environment import StrictEnvironment
+
+    context = {key: value for key, value in CONTEXT.items() if not key.startswith("_")}
+    for key, value in context.items():
+        if isinstance(value, list):
+            context[key] = value[0]
+    context["project_slug"] = "probe"
+    context.update(answers)
+    env = StrictEnvironment(context={"cookiecutter": CONTEXT}, **CONTEXT["_jinja2_env_vars"])
+    template = env.from_string((TEMPLATE_DIR / "pyproject.toml").read_text())
+    return tomllib.loads(template.render(cookiecutter=context))
+
+
+def dependencies(pyproject: dict[str, Any]) -> set[str]:
+    return {*pyproject["project"]["dependencies"], *pyproject["dependency-groups"]["dev"]}
+
+
+def superset_dependencies() -> list[str]:
+    """The union of every variant's dependencies: every feature on, each target."""
+    found: set[str] = set()
+    for target in TARGETS:
+        found |= dependencies(render_pyproject(deploy_target=target))
+    return sorted(found)
+
+
+def venv_for(python_version: str, dependencies: list[str]) -> Path:
+    """A virtualenv for `python_version` with `dependencies`, built once and cached."""
+    key = hashlib.sha256(json.dumps([python_version, dependencies]).encode()).hexdigest()[:16]
+    venv = CACHE_DIR / f"venv-{python_version}-{key}"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with (CACHE_DIR / f"venv-{python_version}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / ".complete").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            env = clean_env(UV_PYTHON_DOWNLOADS="never")
+            run([_uv(), "venv", "--quiet", "--python", find_python(python_version), venv], ROOT, env)
+            run(
+                [_uv(), "pip", "install", "--quiet", "--compile-bytecode", "--python", venv / "bin" / "python", *dependencies],
+                ROOT,
+                env,
+                timeout=1200,
+            )
+            (venv / ".complete").write_text("\n".join(dependencies))
+    return venv
+
+
+def leftover_jinja(project: Path) -> list[str]:
+    """Files that still hold template syntax meant for cookiecutter."""
+    found = []
+    for path in project.rglob("*"):
+        if path.is_file() and path.name != ".cruft.json":
+            text = path.read_text(errors="ignore")
+            if any(marker in text for marker in ("{%", "%}", "{#", "cookiecutter.")):
+                found.append(str(path.relative_to(project)))
+    return found

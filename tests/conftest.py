@@ -1,0 +1,63 @@
+"""Template test fixtures: real services, the shared virtualenv, cached bakes."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.bakery import DATABASE_URL, DEFAULT_PYTHON, REDIS_URL, bake, superset_dependencies, venv_for
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def services() -> dict[str, str]:
+    """PostgreSQL and Redis URLs for the generated tests. In CI they must be up."""
+    down = [
+        name
+        for name, url, port in (("PostgreSQL", DATABASE_URL, 5432), ("Redis", REDIS_URL, 6379))
+        if not _reachable(url, port)
+    ]
+    if down:
+        message = f"{' and '.join(down)} not reachable ({DATABASE_URL}, {REDIS_URL})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return {"DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL}
+
+
+@pytest.fixture(scope="session")
+def venv() -> Path:
+    """The shared virtualenv for the default Python version."""
+    return venv_for(DEFAULT_PYTHON, superset_dependencies())
+
+
+class Bakery:
+    """Bakes each distinct set of answers once per test process."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.baked: dict[str, Path] = {}
+
+    def __call__(self, **answers: Any) -> Path:
+        key = ",".join(f"{name}={value}" for name, value in sorted(answers.items())) or "default"
+        if key not in self.baked:
+            self.baked[key] = bake(self.root / f"bake-{len(self.baked)}", **answers)
+        return self.baked[key]
+
+
+@pytest.fixture(scope="session")
+def bakery(tmp_path_factory: pytest.TempPathFactory) -> Bakery:
+    return Bakery(tmp_path_factory.mktemp("bakes"))

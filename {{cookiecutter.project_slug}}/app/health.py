@@ -1,0 +1,100 @@
+"""Health endpoints: liveness touches nothing, readiness checks each dependency."""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Literal
+
+from fastapi import APIRouter, {% if cookiecutter.use_postgres or cookiecutter.use_redis %}Request, {% endif %}Response
+from pydantic import BaseModel
+{% if cookiecutter.use_postgres %}
+from sqlalchemy import text
+{% endif %}
+
+from app import __version__
+from app.settings import SettingsDep
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
+    service: str
+    version: str
+    environment: str
+    timestamp: datetime
+
+
+class CheckResult(BaseModel):
+    status: Literal["ok", "error"]
+    latency_ms: float
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, CheckResult]
+
+
+@router.get("")
+async def liveness(settings: SettingsDep) -> Liveness:
+    """The process is up and serving; no dependency is touched."""
+    return Liveness(
+        status="ok",
+        service=settings.service_name,
+        version=__version__,
+        environment=settings.environment,
+        timestamp=datetime.now(UTC),
+    )
+
+
+async def _run_check(check: Callable[[], Awaitable[object]], limit: float) -> CheckResult:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(limit):
+            await check()
+    except TimeoutError:
+        error: str | None = f"no answer within {limit} s"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        # The class name only: an error's text may carry a connection URL.
+        error = type(exc).__name__
+    else:
+        error = None
+    return CheckResult(
+        status="ok" if error is None else "error",
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        error=error,
+    )
+
+
+@router.get("/ready", responses={503: {"model": Readiness}})
+async def readiness(
+{% if cookiecutter.use_postgres or cookiecutter.use_redis %}
+    request: Request,
+{% endif %}
+    response: Response,
+    settings: SettingsDep,
+) -> Readiness:
+    """Every configured dependency answers within the health-check timeout."""
+    checks: dict[str, Callable[[], Awaitable[object]]] = {}
+{% if cookiecutter.use_postgres %}
+
+    async def database() -> None:
+        async with request.state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    checks["database"] = database
+{% endif %}
+{% if cookiecutter.use_redis %}
+    if request.state.redis is not None:
+        checks["redis"] = request.state.redis.ping
+{% endif %}
+    results = await asyncio.gather(
+        *(_run_check(check, settings.health_check_timeout) for check in checks.values())
+    )
+    by_name = dict(zip(checks, results, strict=True))
+    ready = all(result.status == "ok" for result in results)
+    if not ready:
+        response.status_code = 503
+    return Readiness(status="ok" if ready else "unavailable", checks=by_name)

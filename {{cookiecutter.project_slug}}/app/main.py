@@ -1,0 +1,124 @@
+"""The ASGI entry point: `app.main:app`, built by `create_app()`."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from pydantic import BaseModel
+from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+{% if cookiecutter.use_postgres %}
+from app import __version__, health, items
+{% else %}
+from app import __version__, health
+{% endif %}
+{% if cookiecutter.use_redis %}
+from app.cache import Cache, create_redis
+{% endif %}
+{% if cookiecutter.use_postgres %}
+from app.db import (
+    UNAVAILABLE_ERRORS,
+    create_engine,
+    create_sessionmaker,
+    create_sqlite_schema,
+    database_unavailable,
+)
+{% endif %}
+from app.log import configure_logging
+from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, TrustedHostMiddleware
+from app.settings import Settings, SettingsDep, get_settings
+
+
+class ServiceInfo(BaseModel):
+    service: str
+    version: str
+    docs: str | None
+
+
+def create_app(settings: Settings | None = None) -> ASGIApp:
+    """Build the service: routes, middleware, and the clients its lifespan opens."""
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+{% if cookiecutter.use_postgres %}
+        engine = create_engine(settings)
+        if engine.dialect.name == "sqlite":
+            await create_sqlite_schema(engine)
+{% endif %}
+{% if cookiecutter.use_redis %}
+        redis = create_redis(settings)
+{% endif %}
+{% if cookiecutter.use_postgres or cookiecutter.use_redis %}
+        try:
+            yield {
+                "settings": settings,
+{% if cookiecutter.use_postgres %}
+                "engine": engine,
+                "sessionmaker": create_sessionmaker(engine),
+{% endif %}
+{% if cookiecutter.use_redis %}
+                "redis": redis,
+                "cache": Cache(redis, settings.cache_ttl_seconds, settings.cache_key_prefix),
+{% endif %}
+            }
+        finally:
+{% if cookiecutter.use_redis %}
+            if redis is not None:
+                await redis.aclose()
+{% endif %}
+{% if cookiecutter.use_postgres %}
+            await engine.dispose()
+{% endif %}
+{% else %}
+        yield {"settings": settings}
+{% endif %}
+
+    docs = settings.docs_enabled
+    api = FastAPI(
+        title=settings.service_name,
+        version=__version__,
+        debug=settings.debug,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+
+    @api.get("/", tags=["meta"])
+    async def root(settings: SettingsDep) -> ServiceInfo:
+        return ServiceInfo(
+            service=settings.service_name,
+            version=__version__,
+            docs="/docs" if settings.docs_enabled else None,
+        )
+
+    api.include_router(health.router)
+{% if cookiecutter.use_postgres %}
+    api.include_router(items.router)
+    for error in UNAVAILABLE_ERRORS:
+        api.add_exception_handler(error, database_unavailable)
+{% endif %}
+
+    # Added inside out: the last one added sees a request first.
+    api.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        api.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    api.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
+    api.add_middleware(RequestContextMiddleware)
+    api.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    return api
+
+
+app = create_app()

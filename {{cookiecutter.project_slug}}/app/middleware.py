@@ -1,0 +1,153 @@
+"""Pure ASGI middleware: request ids, last-resort errors, trusted hosts, body size."""
+
+import json
+import logging
+import re
+import uuid
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.log import request_id_var
+
+logger = logging.getLogger(__name__)
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+async def send_json(
+    send: Send, status: int, detail: str, headers: dict[str, str] | None = None
+) -> None:
+    """Send a complete `{"detail": ...}` JSON response."""
+    body = json.dumps({"detail": detail}).encode()
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    for name, value in (headers or {}).items():
+        raw_headers.append((name.lower().encode(), value.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    """Give each request an id (`X-Request-ID`) and answer unhandled errors with 500 JSON.
+
+    An incoming `X-Request-ID` made of safe characters is kept, so a proxy's id
+    follows the request; otherwise a new one is made. An exception that escapes
+    the app is logged once with its traceback and answered without it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get("x-request-id", "")
+        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("Unhandled error on %s %s", scope["method"], scope["path"])
+            if not response_started:
+                await send_json(send, 500, "Internal server error", {"x-request-id": request_id})
+        finally:
+            request_id_var.reset(token)
+
+
+class TrustedHostMiddleware:
+    """Answer 400 JSON to requests whose Host header is not allowed.
+
+    Entries are exact host names or `*.example.com` wildcards; `*` allows any.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+        self.app = app
+        self.allow_any = "*" in allowed_hosts
+        self.exact = {host.lower() for host in allowed_hosts if not host.startswith("*.")}
+        self.suffixes = tuple(host[1:].lower() for host in allowed_hosts if host.startswith("*."))
+
+    def is_allowed(self, host: str) -> bool:
+        return host in self.exact or (bool(self.suffixes) and host.endswith(self.suffixes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allow_any or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = Headers(scope=scope).get("host", "").rsplit(":", 1)[0].strip("[]").lower()
+        if self.is_allowed(host):
+            await self.app(scope, receive, send)
+        elif scope["type"] == "http":
+            await send_json(send, 400, "Invalid host header")
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+
+class BodySizeLimitMiddleware:
+    """Answer 413 JSON when a request body is larger than `max_bytes`.
+
+    A declared `Content-Length` is checked before the app runs; a chunked body is
+    counted as it arrives, and the app sees a disconnect once it goes over.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await send_json(send, 400, "Invalid Content-Length header")
+            elif int(declared) > self.max_bytes:
+                await send_json(send, 413, f"Request body over {self.max_bytes} bytes")
+            else:
+                # The server holds the body to its declared length.
+                await self.app(scope, receive, send)
+            return
+
+        received = 0
+        too_large = False
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if too_large:
+                return
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large and not response_started:
+            await send_json(send, 413, f"Request body over {self.max_bytes} bytes")

@@ -1,0 +1,163 @@
+"""Service settings: one class, read from the environment and `.env`."""
+
+import json
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+{% if cookiecutter.use_postgres %}
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
+{% endif %}
+
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev"})
+
+CommaList = Annotated[list[str], NoDecode]
+{% if cookiecutter.use_postgres %}
+
+# libpq-only query parameters that asyncpg rejects.
+_LIBPQ_ONLY = ("sslmode", "channel_binding", "gssencmode", "target_session_attrs")
+_SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+
+
+def normalise_database_url(url: str) -> str:
+    """Return the URL with an async driver, whatever form the platform handed out.
+
+    `postgres://`, `postgresql://` and `postgresql+psycopg://` become
+    `postgresql+asyncpg://`, and libpq's `?sslmode=` becomes asyncpg's `?ssl=`;
+    SQLite URLs get the aiosqlite driver.
+    """
+    url = url.strip()
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return "sqlite+aiosqlite" + url[url.index(":") :]
+    if backend in {"postgres", "postgresql"}:
+        sslmode = parsed.query.get("sslmode")
+        parsed = parsed.set(drivername="postgresql+asyncpg").difference_update_query(_LIBPQ_ONLY)
+        if isinstance(sslmode, str) and "ssl" not in parsed.query:
+            if sslmode not in _SSLMODES:
+                raise ValueError(f"DATABASE_URL has an unknown sslmode {sslmode!r}")
+            parsed = parsed.update_query_dict({"ssl": sslmode})
+    else:
+        raise ValueError(f"DATABASE_URL must be a PostgreSQL or SQLite URL, not {backend!r}")
+    return parsed.render_as_string(hide_password=False)
+{% endif %}
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; each field is read from the upper-case env var."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    service_name: str = "{{ cookiecutter.project_slug }}"
+    environment: Literal["development", "test", "staging", "production"] = "development"
+    debug: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # JSON log lines; unset means JSON in staging and production, text elsewhere.
+    log_json: bool | None = None
+    secret_key: SecretStr = SecretStr("change-me")
+
+    # HTTP
+    cors_origins: CommaList = Field(default_factory=list)
+    cors_allow_credentials: bool = True
+    trusted_hosts: CommaList = Field(default_factory=lambda: ["*"])
+    # Proxies whose X-Forwarded-For / -Proto are believed (same variable uvicorn reads).
+    forwarded_allow_ips: CommaList = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    docs_enabled: bool = True
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    health_check_timeout: float = Field(default=1.0, gt=0)
+{% if cookiecutter.use_postgres %}
+
+    # Database: unset means a local SQLite file, created on startup.
+    database_url: str = "sqlite+aiosqlite:///./local.db"
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout: float = Field(default=10.0, gt=0)
+    # Below the 10-minute idle cut of several platform proxies.
+    db_pool_recycle: int = Field(default=300, ge=-1)
+    db_pool_pre_ping: bool = True
+    # Transaction-mode PgBouncer: no prepared-statement caches.
+    db_pgbouncer: bool = False
+    db_echo: bool = False
+{% endif %}
+{% if cookiecutter.use_redis %}
+
+    # Redis: unset means an in-process cache (one instance only).
+    redis_url: str | None = None
+    redis_socket_timeout: float = Field(default=0.5, gt=0)
+    cache_ttl_seconds: int = Field(default=60, ge=1)
+    # Prefix of every key this service writes, so services can share one Redis.
+    cache_key_prefix: str = "{{ cookiecutter.project_slug }}:"
+{% endif %}
+
+    @field_validator("cors_origins", "trusted_hosts", "forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        """Accept a JSON list or a comma-separated string."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+{% if cookiecutter.use_postgres %}
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _normalise_database_url(cls, value: str) -> str:
+        try:
+            return normalise_database_url(value)
+        except ArgumentError:
+            raise ValueError("DATABASE_URL is not a database URL") from None
+{% endif %}
+{% if cookiecutter.use_redis %}
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_redis_url_is_unset(cls, value: object) -> object:
+        return value or None
+{% endif %}
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> "Settings":
+        if self.environment != "production":
+            return self
+        if self.debug:
+            raise ValueError("DEBUG must be false in production")
+        if self.secret_key.get_secret_value() in PLACEHOLDER_SECRETS:
+            raise ValueError("SECRET_KEY is a placeholder: set a random value in production")
+        if len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("SECRET_KEY must be at least 32 characters in production")
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            raise ValueError(
+                "CORS_ORIGINS='*' with CORS_ALLOW_CREDENTIALS=true is refused in production"
+            )
+{% if cookiecutter.use_postgres %}
+        if self.database_url.startswith("sqlite"):
+            raise ValueError("DATABASE_URL must point at PostgreSQL in production")
+{% endif %}
+        return self
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_json is not None:
+            return self.log_json
+        return self.environment in {"staging", "production"}
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
+
+
+def request_settings(request: Request) -> Settings:
+    """The settings the running app was built with (see `create_app`)."""
+    settings: Settings = request.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(request_settings)]

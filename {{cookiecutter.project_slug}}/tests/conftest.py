@@ -1,0 +1,84 @@
+"""Fixtures: the app driven through its lifespan, on real services when the env names them.
+
+{% if cookiecutter.use_postgres and cookiecutter.use_redis %}
+With DATABASE_URL and REDIS_URL set (CI, or `make test` next to the compose
+stack) the tests run against PostgreSQL and Redis; without them, on the embedded
+SQLite database and in-process cache.
+{% elif cookiecutter.use_postgres %}
+With DATABASE_URL set (CI, or `make test` next to the compose stack) the tests
+run against PostgreSQL; without it, on the embedded SQLite database.
+{% elif cookiecutter.use_redis %}
+With REDIS_URL set (CI, or `make test` next to the compose stack) the tests run
+against Redis; without it, on the in-process cache.
+{% else %}
+The service has no external dependency, so the tests need nothing running.
+{% endif %}
+{% if cookiecutter.use_postgres %}
+Each test session gets its own PostgreSQL database, migrated with Alembic and
+dropped at the end; tables are emptied after every test.
+{% endif %}
+"""
+
+{% if cookiecutter.use_postgres %}
+import asyncio
+{% endif %}
+import os
+import uuid
+from collections.abc import AsyncIterator{{ ", Iterator" if cookiecutter.use_postgres else "" }}
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.settings import Settings
+{% if cookiecutter.use_postgres %}
+from tests.postgres import create_database, drop_database, migrate, truncate_all
+{% endif %}
+from tests.support import client_for
+{% if cookiecutter.use_postgres %}
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """A fresh, migrated database on the server DATABASE_URL names, or None."""
+    server_url = os.environ.get("DATABASE_URL")
+    if not server_url:
+        yield None
+        return
+    url = asyncio.run(create_database(server_url, f"test_{uuid.uuid4().hex[:12]}"))
+    migrate(url, "head")
+    yield url
+    asyncio.run(drop_database(server_url, url))
+{% endif %}
+
+
+@pytest.fixture
+{% if cookiecutter.use_postgres %}
+def settings(tmp_path: Path, postgres_url: str | None) -> Settings:
+{% else %}
+def settings(tmp_path: Path) -> Settings:
+{% endif %}
+    """Settings for one test, isolated from every other test and from `.env`."""
+    return Settings(
+        _env_file=None,
+        environment="test",
+        log_level="DEBUG",
+{% if cookiecutter.use_postgres %}
+        database_url=postgres_url or f"sqlite+aiosqlite:///{tmp_path / 'test.db'}",
+{% endif %}
+{% if cookiecutter.use_redis %}
+        redis_url=os.environ.get("REDIS_URL") or None,
+        cache_key_prefix=f"test-{uuid.uuid4().hex[:12]}:",
+{% endif %}
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app, with the app's lifespan run around the test."""
+    async with client_for(settings) as client:
+        yield client
+{% if cookiecutter.use_postgres %}
+    if settings.database_url.startswith("postgresql"):
+        await truncate_all(settings.database_url)
+{% endif %}

@@ -1,0 +1,108 @@
+"""Bad requests get 4xx JSON; unhandled errors get 500 JSON, logged with their traceback."""
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI, Request
+
+from app.main import create_app
+from app.settings import Settings
+from tests.support import client_for
+
+
+async def test_unknown_route_is_404_json(client: httpx.AsyncClient) -> None:
+    response = await client.get("/no/such/route")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+
+
+async def test_every_response_has_a_request_id(client: httpx.AsyncClient) -> None:
+    generated = await client.get("/health")
+    kept = await client.get("/health", headers={"X-Request-ID": "abc-123"})
+    replaced = await client.get("/health", headers={"X-Request-ID": "bad id\twith spaces"})
+
+    assert len(generated.headers["x-request-id"]) == 32
+    assert kept.headers["x-request-id"] == "abc-123"
+    assert replaced.headers["x-request-id"] != "bad id\twith spaces"
+
+
+async def test_oversized_body_is_413(settings: Settings) -> None:
+    app = create_app(settings)
+
+    @find_fastapi(app).post("/echo-length")
+    async def echo_length(request: Request) -> int:
+        return len(await request.body())
+
+    limit = settings.max_body_bytes
+    too_big = b"x" * (limit + 1)
+
+    async def chunks(body: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            declared = await client.post("/echo-length", content=too_big)
+            chunked = await client.post("/echo-length", content=chunks(too_big))
+            fits = await client.post("/echo-length", content=chunks(too_big[:limit]))
+
+    for response in (declared, chunked):
+        assert response.status_code == 413
+        assert response.json() == {"detail": f"Request body over {limit} bytes"}
+    assert fits.json() == limit
+
+
+async def test_untrusted_host_is_400_json(settings: Settings) -> None:
+    strict = settings.model_copy(update={"trusted_hosts": ["api.example.com", "*.example.org"]})
+    async with client_for(strict) as client:
+        allowed = await client.get("/health", headers={"host": "api.example.com"})
+        wildcard = await client.get("/health", headers={"host": "eu.example.org"})
+        refused = await client.get("/health", headers={"host": "evil.example.net"})
+
+    assert allowed.status_code == wildcard.status_code == 200
+    assert refused.status_code == 400
+    assert refused.json() == {"detail": "Invalid host header"}
+
+
+async def test_docs_can_be_turned_off(settings: Settings) -> None:
+    async with client_for(settings.model_copy(update={"docs_enabled": False})) as client:
+        assert (await client.get("/docs")).status_code == 404
+        assert (await client.get("/openapi.json")).status_code == 404
+        assert (await client.get("/")).json()["docs"] is None
+
+
+async def test_unhandled_error_is_500_json_and_logged(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = create_app(settings.model_copy(update={"log_json": True}))
+    api = find_fastapi(app)
+
+    @api.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.get("/boom")
+
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error"}
+    assert "kaboom" not in response.text
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    errors = [record for record in records if record["level"] == "ERROR"]
+    assert errors, records
+    assert "RuntimeError: kaboom" in errors[0]["exception"]
+    assert errors[0]["request_id"] == response.headers["x-request-id"]
+
+
+def find_fastapi(app: object) -> FastAPI:
+    """The FastAPI app inside the middleware that wraps it."""
+    while not isinstance(app, FastAPI):
+        app = getattr(app, "app", None) or getattr(app, "other_asgi_app")  # noqa: B009
+    return app
