@@ -19,6 +19,12 @@ MULTI_INSTANCE_TARGETS = ("kubernetes", "cloud-run")
 def problems(answers: dict[str, Any]) -> list[str]:
     """Every reason the answers cannot generate a working project, most basic first."""
     found = []
+    for field in PLAIN_TEXT_FIELDS:
+        value = answers[field]
+        if not value.strip():
+            found.append(f"{field} must not be empty")
+        elif any(char in value for char in '"\\\n'):
+            found.append(f"{field} must not contain double quotes, backslashes or newlines")
     slug = answers["project_slug"]
     if not SLUG.match(slug):
         found.append(
@@ -27,12 +33,6 @@ def problems(answers: dict[str, Any]) -> list[str]:
         )
     elif len(slug) > SLUG_MAX:
         found.append(f"project_slug {slug!r} is longer than {SLUG_MAX} characters")
-    for field in PLAIN_TEXT_FIELDS:
-        value = answers[field]
-        if not value.strip():
-            found.append(f"{field} must not be empty")
-        elif any(char in value for char in '"\\\n'):
-            found.append(f"{field} must not contain double quotes, backslashes or newlines")
     if not EMAIL.match(answers["author_email"]):
         found.append(f"author_email {answers['author_email']!r} is not an email address")
     if (

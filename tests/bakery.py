@@ -152,3 +152,11 @@ def leftover_jinja(project: Path) -> list[str]:
             if any(marker in text for marker in ("{%", "%}", "{#", "cookiecutter.")):
                 found.append(str(path.relative_to(project)))
     return found
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

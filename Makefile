@@ -1,0 +1,26 @@
+# The template's own commands. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV := .venv
+UV := $(VENV)/bin/uv
+# Test processes in parallel; the machine CI uses has 2 cores, and much of the
+# time goes to waiting on subprocesses and servers.
+WORKERS ?= 3
+
+.PHONY: test demo clean
+
+$(VENV)/.ready: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet uv
+	$(UV) pip install --quiet --python $(VENV)/bin/python --group dev
+	touch $@
+
+test: $(VENV)/.ready  ## Run the template's whole test suite
+	$(VENV)/bin/python -m pytest -n $(WORKERS) --dist loadgroup
+
+demo: $(VENV)/.ready  ## Generate the default project and serve it on embedded defaults
+	rm -rf build/demo
+	$(VENV)/bin/cookiecutter . --no-input --output-dir build/demo
+	cd build/demo/my-service && UV_PYTHON_DOWNLOADS=never ../../../$(UV) run uvicorn app.main:app --port 8000
+
+clean:
+	rm -rf $(VENV) build

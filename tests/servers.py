@@ -1,0 +1,74 @@
+"""Start baked projects as real server processes and talk to them over HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from tests.bakery import run
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited {process.returncode} before serving {url}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer 200 within {timeout} s")
+
+
+@contextlib.contextmanager
+def serving(
+    command: list[str | Path], cwd: Path, env: dict[str, str], health_url: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server until the block ends, then SIGTERM it and require a clean exit."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(part) for part in command], cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_until_serving(health_url, process)
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                code = process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+    # uvicorn re-raises SIGTERM after a graceful shutdown; both mean a clean stop.
+    assert code in (0, -signal.SIGTERM), f"server exited {code}:\n{log.read_text()[-5000:]}"
+    assert "Finished server process" in log.read_text() or code == 0
+
+
+def scratch_database(python: Path, project: Path, server_url: str, name: str) -> str:
+    """Create a database with the baked project's own helper; return its URL."""
+    code = (
+        "import asyncio, sys; from tests.postgres import create_database; "
+        "print(asyncio.run(create_database(sys.argv[1], sys.argv[2])))"
+    )
+    return run([python, "-c", code, server_url, name], project).stdout.strip()
+
+
+def drop_scratch_database(python: Path, project: Path, server_url: str, url: str) -> None:
+    code = (
+        "import asyncio, sys; from tests.postgres import drop_database; "
+        "asyncio.run(drop_database(sys.argv[1], sys.argv[2]))"
+    )
+    run([python, "-c", code, server_url, url], project)
+
+
+def env_with(**values: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SENTRY_DSN"}}
+    return keep | values
