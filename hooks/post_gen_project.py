@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Feature switch -> paths that exist only when the switch is on.
+# Feature switch -> paths that exist only when the switch is on. A path listed
+# under several switches stays while any of them is on.
 FEATURE_PATHS: dict[str, list[str]] = {
     "use_postgres": [
         "alembic.ini",
@@ -23,31 +24,53 @@ FEATURE_PATHS: dict[str, list[str]] = {
         "tests/postgres.py",
         "tests/test_items.py",
         "tests/test_migrations.py",
+        "deploy/cloud-run/migrate-job.yaml",
+        "deploy/helm/{{cookiecutter.project_slug}}/templates/migrate-job.yaml",
+        "deploy/vm/systemd/{{cookiecutter.project_slug}}-migrate.service",
+        "scripts/migrate",
     ],
     "use_redis": [
         "app/cache.py",
         "tests/test_cache.py",
     ],
-    "use_socketio": [],
-    "use_rate_limit": [],
-    "use_sentry": [],
+    "use_socketio": [
+        "app/realtime.py",
+        "tests/live.py",
+        "tests/test_realtime.py",
+    ],
+    "use_rate_limit": [
+        "app/ratelimit.py",
+        "tests/live.py",
+        "tests/test_ratelimit.py",
+    ],
+    "use_sentry": [
+        "app/sentry.py",
+        "tests/test_sentry.py",
+    ],
 }
 
 # Deploy target -> paths that exist only for that target.
 TARGET_PATHS: dict[str, list[str]] = {
-    "docker-compose": [],
-    "railway": [],
-    "cloud-run": [],
-    "kubernetes": [],
-    "vm": [],
-    "fly": [],
-    "render": [],
+    "docker-compose": ["Dockerfile", "compose.prod.yaml", "Caddyfile"],
+    "railway": ["Dockerfile", ".railway"],
+    "cloud-run": ["deploy/cloud-run", "Dockerfile"],
+    "kubernetes": ["deploy/helm", "Dockerfile"],
+    "vm": ["deploy/vm", "gunicorn.conf.py"],
+    "fly": ["Dockerfile", "fly.toml"],
+    "render": ["Dockerfile", "render.yaml"],
 }
 
 
 def unselected(answers: dict[str, Any]) -> list[str]:
     """The manifest paths to delete for these answers."""
-    paths = [path for feature, group in FEATURE_PATHS.items() if not answers[feature] for path in group]
+    kept = {path for feature, group in FEATURE_PATHS.items() if answers[feature] for path in group}
+    paths = [
+        path
+        for feature, group in FEATURE_PATHS.items()
+        if not answers[feature]
+        for path in group
+        if path not in kept
+    ]
     paths += [
         path
         for target, group in TARGET_PATHS.items()

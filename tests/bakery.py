@@ -36,9 +36,7 @@ CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fa
 def bake(output_dir: Path, **answers: Any) -> Path:
     """Generate a project into `output_dir` and return its directory."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    return Path(
-        cookiecutter(str(ROOT), no_input=True, extra_context=answers, output_dir=str(output_dir))
-    )
+    return Path(cookiecutter(str(ROOT), no_input=True, extra_context=answers, output_dir=str(output_dir)))
 
 
 def run(
@@ -134,7 +132,16 @@ def venv_for(python_version: str, dependencies: list[str]) -> Path:
             env = clean_env(UV_PYTHON_DOWNLOADS="never")
             run([_uv(), "venv", "--quiet", "--python", find_python(python_version), venv], ROOT, env)
             run(
-                [_uv(), "pip", "install", "--quiet", "--compile-bytecode", "--python", venv / "bin" / "python", *dependencies],
+                [
+                    _uv(),
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--compile-bytecode",
+                    "--python",
+                    venv / "bin" / "python",
+                    *dependencies,
+                ],
                 ROOT,
                 env,
                 timeout=1200,

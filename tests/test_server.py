@@ -17,7 +17,16 @@ pytestmark = pytest.mark.xdist_group("server")
 
 
 def uvicorn(venv: Path, port: int) -> list[str | Path]:
-    return [venv / "bin" / "python", "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    return [
+        venv / "bin" / "python",
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
 def item_round_trip(base: str) -> None:
@@ -56,7 +65,9 @@ def test_readiness_is_503_within_its_timeout_when_the_database_is_down(
     project = bakery()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = env_with(DATABASE_URL=f"postgresql://app:secret@127.0.0.1:{free_port()}/app", HEALTH_CHECK_TIMEOUT="1")
+    env = env_with(
+        DATABASE_URL=f"postgresql://app:secret@127.0.0.1:{free_port()}/app", HEALTH_CHECK_TIMEOUT="1"
+    )
     with serving(uvicorn(venv, port), project, env, f"{base}/health", tmp_path / "server.log"):
         started = time.perf_counter()
         ready = httpx.get(f"{base}/health/ready", timeout=10)

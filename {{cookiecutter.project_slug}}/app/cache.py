@@ -105,7 +105,8 @@ class Cache:
         return result
 
 
-def get_cache(request: Request) -> Cache:
+async def get_cache(request: Request) -> Cache:
+    # `async def`: a plain `def` dependency would run in a worker thread.
     cache: Cache = request.state.cache
     return cache
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import AfterValidator
 from sqlalchemy import MetaData, event, exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -43,6 +44,23 @@ class Base(DeclarativeBase):
     """Base class of every ORM model; its metadata is what Alembic compares against."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _storable(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+# A string the database can store: PostgreSQL text holds no NUL character, and a
+# lone surrogate (JSON "\ud800") is not UTF-8. Use it for every string a model saves,
+# so such input is a 422 rather than a database error.
+StoredText = Annotated[str, AfterValidator(_storable)]
 
 
 def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:

@@ -8,7 +8,7 @@ answered as JSON.
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, {{ "Request, Response, " if cookiecutter.use_rate_limit else "" }}status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import DateTime, String, func, select
 from sqlalchemy.exc import IntegrityError
@@ -17,9 +17,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 {% if cookiecutter.use_redis %}
 from app.cache import CacheDep
 {% endif %}
-from app.db import Base, SessionDep
+from app.db import Base, SessionDep, StoredText
+{% if cookiecutter.use_rate_limit %}
+from app.ratelimit import limiter
+{% endif %}
 
 MAX_ID = 2**31 - 1
+{% if cookiecutter.use_rate_limit %}
+# An example of a route's own limit, tighter than RATE_LIMIT_DEFAULT: tune it.
+CREATE_LIMIT = "10/minute"
+{% endif %}
 
 
 class Item(Base):
@@ -32,8 +39,8 @@ class Item(Base):
 
 
 class ItemCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    description: str = Field(default="", max_length=1000)
+    name: StoredText = Field(min_length=1, max_length=100)
+    description: StoredText = Field(default="", max_length=1000)
 
 
 class ItemRead(BaseModel):
@@ -58,7 +65,14 @@ router = APIRouter(prefix="/items", tags=["items"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
+{% if cookiecutter.use_rate_limit %}
+@limiter.limit(CREATE_LIMIT)
+async def create_item(
+    request: Request, response: Response, payload: ItemCreate, session: SessionDep
+) -> ItemRead:
+{% else %}
 async def create_item(payload: ItemCreate, session: SessionDep) -> ItemRead:
+{% endif %}
     item = Item(name=payload.name, description=payload.description)
     session.add(item)
     try:

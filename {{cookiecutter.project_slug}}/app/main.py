@@ -4,17 +4,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+{% if cookiecutter.use_socketio %}
+import socketio
+{% endif %}
+from fastapi import {{ "Depends, " if cookiecutter.use_rate_limit else "" }}FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel
+{% if cookiecutter.use_rate_limit %}
+from slowapi.errors import RateLimitExceeded
+{% endif %}
 from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-{% if cookiecutter.use_postgres %}
-from app import __version__, health, items
-{% else %}
-from app import __version__, health
-{% endif %}
+from app import __version__, health{{ ", items" if cookiecutter.use_postgres else "" }}{{ ", realtime" if cookiecutter.use_socketio else "" }}
 {% if cookiecutter.use_redis %}
 from app.cache import Cache, create_redis
 {% endif %}
@@ -27,8 +30,20 @@ from app.db import (
     database_unavailable,
 )
 {% endif %}
+from app.errors import request_validation_failed
 from app.log import configure_logging
-from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, TrustedHostMiddleware
+from app.middleware import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+    TrustedHostMiddleware,
+)
+{% if cookiecutter.use_rate_limit %}
+from app.ratelimit import default_limit, limiter, rate_limit_exceeded
+{% endif %}
+{% if cookiecutter.use_sentry %}
+from app.sentry import init_sentry
+{% endif %}
 from app.settings import Settings, SettingsDep, get_settings
 
 
@@ -42,6 +57,12 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     """Build the service: routes, middleware, and the clients its lifespan opens."""
     settings = settings or get_settings()
     configure_logging(settings)
+{% if cookiecutter.use_sentry %}
+    init_sentry(settings)
+{% endif %}
+{% if cookiecutter.use_socketio %}
+    sio = realtime.create_server(settings)
+{% endif %}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -53,10 +74,16 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 {% if cookiecutter.use_redis %}
         redis = create_redis(settings)
 {% endif %}
-{% if cookiecutter.use_postgres or cookiecutter.use_redis %}
+{% if cookiecutter.use_socketio %}
+        restore_signals = realtime.close_clients_on_stop(sio)
+{% endif %}
+{% if cookiecutter.use_postgres or cookiecutter.use_redis or cookiecutter.use_socketio %}
         try:
             yield {
                 "settings": settings,
+{% if cookiecutter.use_socketio %}
+                "sio": sio,
+{% endif %}
 {% if cookiecutter.use_postgres %}
                 "engine": engine,
                 "sessionmaker": create_sessionmaker(engine),
@@ -67,6 +94,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 {% endif %}
             }
         finally:
+{% if cookiecutter.use_socketio %}
+            restore_signals()
+            await sio.shutdown()
+{% endif %}
 {% if cookiecutter.use_redis %}
             if redis is not None:
                 await redis.aclose()
@@ -78,6 +109,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         yield {"settings": settings}
 {% endif %}
 
+{% if cookiecutter.use_rate_limit %}
+    # Every route but the health probes gets RATE_LIMIT_DEFAULT (see app/ratelimit.py).
+    limited = [Depends(default_limit)]
+{% endif %}
     docs = settings.docs_enabled
     api = FastAPI(
         title=settings.service_name,
@@ -89,7 +124,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         openapi_url="/openapi.json" if docs else None,
     )
 
-    @api.get("/", tags=["meta"])
+    @api.get("/", tags=["meta"]{{ ", dependencies=limited" if cookiecutter.use_rate_limit else "" }})
     async def root(settings: SettingsDep) -> ServiceInfo:
         return ServiceInfo(
             service=settings.service_name,
@@ -97,11 +132,19 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             docs="/docs" if settings.docs_enabled else None,
         )
 
+{% if cookiecutter.use_rate_limit %}
+    api.state.limiter = limiter
+    api.add_exception_handler(RateLimitExceeded, rate_limit_exceeded)
+{% endif %}
+    api.add_exception_handler(RequestValidationError, request_validation_failed)
     api.include_router(health.router)
 {% if cookiecutter.use_postgres %}
-    api.include_router(items.router)
+    api.include_router(items.router{{ ", dependencies=limited" if cookiecutter.use_rate_limit else "" }})
     for error in UNAVAILABLE_ERRORS:
         api.add_exception_handler(error, database_unavailable)
+{% endif %}
+{% if cookiecutter.use_socketio %}
+    api.include_router(realtime.router{{ ", dependencies=limited" if cookiecutter.use_rate_limit else "" }})
 {% endif %}
 
     # Added inside out: the last one added sees a request first.
@@ -117,8 +160,16 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         )
     api.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
     api.add_middleware(RequestContextMiddleware)
+    # Inside the proxy-headers middleware, so it sees the scheme the client used.
+    api.add_middleware(SecurityHeadersMiddleware)
     api.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+{% if cookiecutter.use_socketio %}
+    # Socket.IO answers /socket.io/ and hands everything else, lifespan included, to the API.
+    served: ASGIApp = socketio.ASGIApp(sio, other_asgi_app=api)
+    return served
+{% else %}
     return api
+{% endif %}
 
 
 app = create_app()

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, last-resort errors, trusted hosts, body size."""
+"""Pure ASGI middleware: request ids, errors, security headers, trusted hosts, body size."""
 
 import json
 import logging
@@ -13,6 +13,7 @@ from app.log import request_id_var
 logger = logging.getLogger(__name__)
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+HEALTH_PATHS = frozenset({"/health", "/health/ready"})
 
 
 async def send_json(
@@ -68,10 +69,56 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
+class SecurityHeadersMiddleware:
+    """Add conservative security headers to every HTTP response.
+
+    The API answers JSON, so its content security policy lets a browser load and
+    frame nothing; the interactive docs pages (under `/docs`), which run scripts,
+    get every header but that one. Strict-Transport-Security is only sent on
+    requests that came over HTTPS, directly or through a proxy trusted with
+    X-Forwarded-Proto (FORWARDED_ALLOW_IPS). A header the app set itself is kept.
+    """
+
+    HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    )
+    CONTENT_SECURITY_POLICY = (
+        b"content-security-policy",
+        b"default-src 'none'; frame-ancestors 'none'",
+    )
+    STRICT_TRANSPORT_SECURITY = (b"strict-transport-security", b"max-age=31536000")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = list(self.HEADERS)
+        if not scope["path"].startswith("/docs"):
+            extra.append(self.CONTENT_SECURITY_POLICY)
+        if scope.get("scheme") == "https":
+            extra.append(self.STRICT_TRANSPORT_SECURITY)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                message["headers"] = headers + [item for item in extra if item[0] not in present]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class TrustedHostMiddleware:
     """Answer 400 JSON to requests whose Host header is not allowed.
 
     Entries are exact host names or `*.example.com` wildcards; `*` allows any.
+    The health endpoints answer whatever the Host: platform probes call them by
+    IP address (kubelet, Docker's HEALTHCHECK) or by an internal name.
     """
 
     def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
@@ -84,7 +131,11 @@ class TrustedHostMiddleware:
         return host in self.exact or (bool(self.suffixes) and host.endswith(self.suffixes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.allow_any or scope["type"] not in ("http", "websocket"):
+        if (
+            self.allow_any
+            or scope["type"] not in ("http", "websocket")
+            or scope["path"] in HEALTH_PATHS
+        ):
             await self.app(scope, receive, send)
             return
         host = Headers(scope=scope).get("host", "").rsplit(":", 1)[0].strip("[]").lower()

@@ -5,6 +5,9 @@ from functools import lru_cache
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
+{% if cookiecutter.use_rate_limit %}
+from limits import parse_many
+{% endif %}
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 {% if cookiecutter.use_postgres %}
@@ -50,7 +53,8 @@ def normalise_database_url(url: str) -> str:
 class Settings(BaseSettings):
     """Every setting of the service; each field is read from the upper-case env var."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An invalid value is reported by variable name only: a URL can carry a password.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     service_name: str = "{{ cookiecutter.project_slug }}"
     environment: Literal["development", "test", "staging", "production"] = "development"
@@ -92,8 +96,39 @@ class Settings(BaseSettings):
     # Prefix of every key this service writes, so services can share one Redis.
     cache_key_prefix: str = "{{ cookiecutter.project_slug }}:"
 {% endif %}
+{% if cookiecutter.use_socketio %}
 
-    @field_validator("cors_origins", "trusted_hosts", "forwarded_allow_ips", mode="before")
+    # Socket.IO: "websocket" alone where several instances run without sticky sessions.
+    socketio_transports: CommaList = Field(default_factory=lambda: ["polling", "websocket"])
+    # Seconds between pings (keep it under every proxy's idle timeout), and seconds
+    # without an answer before a client counts as gone.
+    socketio_ping_interval: float = Field(default=25.0, gt=0)
+    socketio_ping_timeout: float = Field(default=20.0, gt=0)
+    # Require a token signed with SECRET_KEY to connect (see app/realtime.py).
+    socketio_auth_required: bool = False
+{% endif %}
+{% if cookiecutter.use_rate_limit %}
+
+    # Rate limiting: the limit every route gets unless it declares its own.
+    rate_limit_enabled: bool = True
+    rate_limit_default: str = "120/minute"
+{% endif %}
+{% if cookiecutter.use_sentry %}
+
+    # Sentry: off unless a DSN is set.
+    sentry_dsn: SecretStr | None = None
+    sentry_traces_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+{% endif %}
+
+    @field_validator(
+        "cors_origins",
+        "trusted_hosts",
+        "forwarded_allow_ips",
+{% if cookiecutter.use_socketio %}
+        "socketio_transports",
+{% endif %}
+        mode="before",
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         """Accept a JSON list or a comma-separated string."""
@@ -113,14 +148,36 @@ class Settings(BaseSettings):
         except ArgumentError:
             raise ValueError("DATABASE_URL is not a database URL") from None
 {% endif %}
-{% if cookiecutter.use_redis %}
+{% if cookiecutter.use_redis or cookiecutter.use_sentry %}
 
-    @field_validator("redis_url", mode="before")
+    @field_validator({{ '"redis_url"' if cookiecutter.use_redis else "" }}{{ ", " if cookiecutter.use_redis and cookiecutter.use_sentry else "" }}{{ '"sentry_dsn"' if cookiecutter.use_sentry else "" }}, mode="before")
     @classmethod
-    def _empty_redis_url_is_unset(cls, value: object) -> object:
+    def _empty_is_unset(cls, value: object) -> object:
         return value or None
 {% endif %}
 
+{% if cookiecutter.use_socketio %}
+    @field_validator("socketio_transports", mode="after")
+    @classmethod
+    def _known_transports(cls, value: list[str]) -> list[str]:
+        if not value or not set(value) <= {"polling", "websocket"}:
+            raise ValueError("SOCKETIO_TRANSPORTS must be polling, websocket or both")
+        return value
+
+{% endif %}
+{% if cookiecutter.use_rate_limit %}
+    @field_validator("rate_limit_default", mode="after")
+    @classmethod
+    def _parsable_limit(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                f"RATE_LIMIT_DEFAULT {value!r} is not a limit like 120/minute"
+            ) from None
+        return value
+
+{% endif %}
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> "Settings":
         if self.environment != "production":
@@ -154,8 +211,12 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def request_settings(request: Request) -> Settings:
-    """The settings the running app was built with (see `create_app`)."""
+async def request_settings(request: Request) -> Settings:
+    """The settings the running app was built with (see `create_app`).
+
+    Dependencies that do no I/O are `async def`: FastAPI runs a plain `def`
+    dependency in a worker thread, and that hop cost /health half its throughput.
+    """
     settings: Settings = request.state.settings
     return settings
 

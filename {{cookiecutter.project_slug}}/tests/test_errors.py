@@ -5,12 +5,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
-from fastapi import FastAPI, Request
+from fastapi import Request
 
 from app.main import create_app
 from app.settings import Settings
-from tests.support import client_for
+from tests.support import client_for, client_on, find_fastapi
 
 
 async def test_unknown_route_is_404_json(client: httpx.AsyncClient) -> None:
@@ -44,12 +43,10 @@ async def test_oversized_body_is_413(settings: Settings) -> None:
         for start in range(0, len(body), 65536):
             yield body[start : start + 65536]
 
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            declared = await client.post("/echo-length", content=too_big)
-            chunked = await client.post("/echo-length", content=chunks(too_big))
-            fits = await client.post("/echo-length", content=chunks(too_big[:limit]))
+    async with client_on(app) as client:
+        declared = await client.post("/echo-length", content=too_big)
+        chunked = await client.post("/echo-length", content=chunks(too_big))
+        fits = await client.post("/echo-length", content=chunks(too_big[:limit]))
 
     for response in (declared, chunked):
         assert response.status_code == 413
@@ -60,13 +57,24 @@ async def test_oversized_body_is_413(settings: Settings) -> None:
 async def test_untrusted_host_is_400_json(settings: Settings) -> None:
     strict = settings.model_copy(update={"trusted_hosts": ["api.example.com", "*.example.org"]})
     async with client_for(strict) as client:
-        allowed = await client.get("/health", headers={"host": "api.example.com"})
-        wildcard = await client.get("/health", headers={"host": "eu.example.org"})
-        refused = await client.get("/health", headers={"host": "evil.example.net"})
+        allowed = await client.get("/", headers={"host": "api.example.com"})
+        wildcard = await client.get("/", headers={"host": "eu.example.org"})
+        refused = await client.get("/", headers={"host": "evil.example.net"})
 
     assert allowed.status_code == wildcard.status_code == 200
     assert refused.status_code == 400
     assert refused.json() == {"detail": "Invalid host header"}
+
+
+async def test_probes_pass_whatever_the_host(settings: Settings) -> None:
+    strict = settings.model_copy(update={"trusted_hosts": ["api.example.com"]})
+    ip_host = {"host": "10.1.2.3:8000"}
+    async with client_for(strict) as client:
+        probes = [await client.get(path, headers=ip_host) for path in ("/health", "/health/ready")]
+        other = await client.get("/", headers=ip_host)
+
+    assert [probe.status_code for probe in probes] == [200, 200]
+    assert other.status_code == 400
 
 
 async def test_docs_can_be_turned_off(settings: Settings) -> None:
@@ -86,10 +94,8 @@ async def test_unhandled_error_is_500_json_and_logged(
     async def boom() -> None:
         raise RuntimeError("kaboom")
 
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            response = await client.get("/boom")
+    async with client_on(app) as client:
+        response = await client.get("/boom")
 
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal server error"}
@@ -99,10 +105,3 @@ async def test_unhandled_error_is_500_json_and_logged(
     assert errors, records
     assert "RuntimeError: kaboom" in errors[0]["exception"]
     assert errors[0]["request_id"] == response.headers["x-request-id"]
-
-
-def find_fastapi(app: object) -> FastAPI:
-    """The FastAPI app inside the middleware that wraps it."""
-    while not isinstance(app, FastAPI):
-        app = getattr(app, "app", None) or getattr(app, "other_asgi_app")  # noqa: B009
-    return app

@@ -1,0 +1,246 @@
+"""Ceilings: the generated app's handlers on a bare Starlette app and a bare FastAPI app.
+
+Served by uvicorn from a baked project's directory (so its `app` package imports),
+with the same server options and environment as the generated app. Each handler
+does the work of the generated route it stands for, with the project's own models,
+engine, session settings and cache, and nothing else: no middleware, no
+dependencies, no rate limiting, no Socket.IO wrapper. What the generated app
+loses against these is what its plumbing costs.
+
+Entries: `ceilings:starlette_app`, `ceilings:fastapi_app`, and `ceilings:socketio_app`
+(bare python-socketio on the same Redis channel, with a bare Starlette emit route).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import socketio
+from fastapi import FastAPI, HTTPException, status
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app import __version__
+from app.cache import Cache, create_redis
+from app.db import create_engine, create_sessionmaker
+from app.health import Liveness
+from app.items import Item, ItemCreate, ItemId, ItemRead
+from app.settings import get_settings
+
+settings = get_settings()
+
+
+class ServiceInfo(BaseModel):
+    service: str
+    version: str
+    docs: str | None
+
+
+class Handlers:
+    """The work of each benchmarked route, shared by both ceilings."""
+
+    def __init__(self) -> None:
+        self.engine = create_engine(settings)
+        self.sessionmaker = create_sessionmaker(self.engine)
+        self.redis = create_redis(settings)
+        self.cache = Cache(self.redis, settings.cache_ttl_seconds, settings.cache_key_prefix)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
+
+    def health(self) -> Liveness:
+        return Liveness(
+            status="ok",
+            service=settings.service_name,
+            version=__version__,
+            environment=settings.environment,
+            timestamp=datetime.now(UTC),
+        )
+
+    def root(self) -> ServiceInfo:
+        return ServiceInfo(
+            service=settings.service_name,
+            version=__version__,
+            docs="/docs" if settings.docs_enabled else None,
+        )
+
+    async def read_from_database(self, item_id: int) -> ItemRead | None:
+        async with self.sessionmaker() as session:
+            item = await session.get(Item, item_id)
+            await session.commit()
+        return None if item is None else ItemRead.model_validate(item)
+
+    async def read_through_cache(self, item_id: int) -> ItemRead | None:
+        # The body of the generated GET /items/{item_id}.
+        key = f"items:{item_id}"
+        cached = await self.cache.get(key)
+        if cached is not None:
+            return ItemRead.model_validate(cached)
+        result = await self.read_from_database(item_id)
+        if result is not None:
+            await self.cache.set(key, result.model_dump(mode="json"))
+        return result
+
+    async def create(self, payload: ItemCreate) -> ItemRead | None:
+        """The new item, or None when the name is taken."""
+        async with self.sessionmaker() as session:
+            item = Item(name=payload.name, description=payload.description)
+            session.add(item)
+            try:
+                await session.flush()
+            except IntegrityError:
+                await session.rollback()
+                return None
+            await session.refresh(item)
+            result = ItemRead.model_validate(item)
+            await session.commit()
+        return result
+
+
+handlers: Handlers
+
+
+@asynccontextmanager
+async def lifespan(_app: Any) -> AsyncIterator[None]:
+    global handlers
+    handlers = Handlers()
+    try:
+        yield
+    finally:
+        await handlers.close()
+
+
+# --- bare Starlette ---------------------------------------------------------
+
+
+def _json(model: BaseModel | None, status_code: int = 200) -> Response:
+    if model is None:
+        return JSONResponse({"detail": "Item not found"}, status_code=404)
+    return Response(model.model_dump_json(), status_code, media_type="application/json")
+
+
+async def s_health(_request: Request) -> Response:
+    return _json(handlers.health())
+
+
+async def s_root(_request: Request) -> Response:
+    return _json(handlers.root())
+
+
+async def s_read_cached(request: Request) -> Response:
+    return _json(await handlers.read_through_cache(request.path_params["item_id"]))
+
+
+async def s_read_database(request: Request) -> Response:
+    return _json(await handlers.read_from_database(request.path_params["item_id"]))
+
+
+async def s_create(request: Request) -> Response:
+    payload = ItemCreate.model_validate_json(await request.body())
+    created = await handlers.create(payload)
+    if created is None:
+        return JSONResponse({"detail": "An item with this name exists"}, status_code=409)
+    return _json(created, 201)
+
+
+starlette_app = Starlette(
+    routes=[
+        Route("/health", s_health),
+        Route("/", s_root),
+        Route("/items/{item_id:int}", s_read_cached),
+        Route("/db/items/{item_id:int}", s_read_database),
+        Route("/items", s_create, methods=["POST"]),
+    ],
+    lifespan=lifespan,
+)
+
+
+# --- bare FastAPI -------------------------------------------------------------
+
+fastapi_app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@fastapi_app.get("/health")
+async def f_health() -> Liveness:
+    return handlers.health()
+
+
+@fastapi_app.get("/")
+async def f_root() -> ServiceInfo:
+    return handlers.root()
+
+
+def _found(item: ItemRead | None) -> ItemRead:
+    if item is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Item not found")
+    return item
+
+
+@fastapi_app.get("/items/{item_id}")
+async def f_read_cached(item_id: ItemId) -> ItemRead:
+    return _found(await handlers.read_through_cache(item_id))
+
+
+@fastapi_app.get("/db/items/{item_id}")
+async def f_read_database(item_id: ItemId) -> ItemRead:
+    return _found(await handlers.read_from_database(item_id))
+
+
+@fastapi_app.post("/items", status_code=status.HTTP_201_CREATED)
+async def f_create(payload: ItemCreate) -> ItemRead:
+    created = await handlers.create(payload)
+    if created is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "An item with this name exists")
+    return created
+
+
+# --- bare python-socketio ---------------------------------------------------------
+
+_manager = (
+    None
+    if settings.redis_url is None
+    else socketio.AsyncRedisManager(settings.redis_url, channel=f"{settings.cache_key_prefix}socketio")
+)
+sio = socketio.AsyncServer(async_mode="asgi", client_manager=_manager, transports=["websocket"])
+
+
+@sio.on("join")
+async def _join(sid: str, data: dict[str, str]) -> dict[str, bool]:
+    await sio.enter_room(sid, data["room"])
+    return {"ok": True}
+
+
+async def s_emit(request: Request) -> Response:
+    payload = await request.json()
+    await sio.emit(payload.get("event", "message"), payload.get("data", {}), room=request.path_params["room"])
+    return JSONResponse({"room": request.path_params["room"]}, status_code=202)
+
+
+@asynccontextmanager
+async def _sio_lifespan(app: Any) -> AsyncIterator[None]:
+    async with lifespan(app):
+        try:
+            yield
+        finally:
+            await sio.shutdown()
+
+
+socketio_app = socketio.ASGIApp(
+    sio,
+    other_asgi_app=Starlette(
+        routes=[
+            Route("/health", s_health),
+            Route("/realtime/rooms/{room}/emit", s_emit, methods=["POST"]),
+        ],
+        lifespan=_sio_lifespan,
+    ),
+)

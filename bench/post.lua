@@ -1,0 +1,24 @@
+-- wrk script: POST /items with a new item name on every request, from a new
+-- client address each time (X-Forwarded-For, believed from the local proxy), so
+-- each write is counted against a rate-limit budget of its own and never refused.
+-- Usage: wrk -s post.lua URL/items -- NAME_PREFIX
+
+local prefix = "bench"
+local counter = 0
+
+function init(args)
+  if args[1] then
+    prefix = args[1]
+  end
+  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+end
+
+function request()
+  counter = counter + 1
+  local body = string.format('{"name":"%s-%d","description":"written by the benchmark"}', prefix, counter)
+  local headers = {
+    ["Content-Type"] = "application/json",
+    ["X-Forwarded-For"] = string.format("10.%d.%d.%d", math.random(0, 255), math.random(0, 255), math.random(1, 254)),
+  }
+  return wrk.format("POST", nil, headers, body)
+end

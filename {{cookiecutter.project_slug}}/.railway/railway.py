@@ -1,0 +1,69 @@
+"""Railway Infrastructure as Code: the whole Railway environment of this service.
+
+Preview with `railway config plan`, apply with `railway config apply`; the CLI
+evaluates this file (it is not read at deploy time). It replaces railway.json /
+railway.toml (Config as Code), which Railway stops reading on 2026-12-01. See
+the README, "Deploying to Railway".
+"""
+
+from typing import Any
+
+from railway_sdk import Project, define_railway, {{ "postgres, " if cookiecutter.use_postgres else "" }}preserve, project, {{ "redis, " if cookiecutter.use_redis else "" }}service
+
+# Instances of the API. Railway has no sticky sessions: each request may reach
+{% if cookiecutter.use_socketio %}
+# any instance, so with more than one, Socket.IO runs on WebSockets only (set
+# below) and clients must connect with `transports: ["websocket"]`.
+{% else %}
+# any instance, so state shared between requests must not live in the process.
+{% endif %}
+REPLICAS = 1
+
+
+@define_railway
+def main(ctx: Any = None) -> Project:
+{% if cookiecutter.use_postgres %}
+    database = postgres("postgres")
+{% endif %}
+{% if cookiecutter.use_redis %}
+    cache = redis("redis")
+{% endif %}
+    api = service(
+        "api",
+        # Built from the Dockerfile; its CMD is the start command, scripts/serve.
+        build={"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"},
+        start="scripts/serve",
+{% if cookiecutter.use_postgres %}
+        # Once per deploy, before the new version takes traffic (no shell: a script).
+        preDeploy="scripts/migrate",
+{% endif %}
+        # Gates each deploy: traffic moves once every dependency answers.
+        healthcheck="/health/ready",
+        healthcheckTimeout=120,
+        replicas=REPLICAS,
+        deploy={
+            "restartPolicyType": "ON_FAILURE",
+            "restartPolicyMaxRetries": 10,
+            # Seconds between SIGTERM and SIGKILL for a replaced deployment.
+            "drainingSeconds": 30,
+        },
+        env={
+            "ENVIRONMENT": "production",
+            # Set once with `railway variables --set SECRET_KEY=...`; kept as it is.
+            "SECRET_KEY": preserve(),
+            # The service's public domain, and the host Railway's health checks use.
+            "TRUSTED_HOSTS": "{{ '${{RAILWAY_PUBLIC_DOMAIN}}' }},healthcheck.railway.app",
+            # Requests reach the app only through Railway's proxy.
+            "FORWARDED_ALLOW_IPS": "*",
+{% if cookiecutter.use_postgres %}
+            "DATABASE_URL": database.env.DATABASE_URL,
+{% endif %}
+{% if cookiecutter.use_redis %}
+            "REDIS_URL": cache.env.REDIS_URL,
+{% endif %}
+{% if cookiecutter.use_socketio %}
+            "SOCKETIO_TRANSPORTS": "websocket" if REPLICAS > 1 else "polling,websocket",
+{% endif %}
+        },
+    )
+    return project("{{ cookiecutter.project_slug }}", resources=[{{ "database, " if cookiecutter.use_postgres else "" }}{{ "cache, " if cookiecutter.use_redis else "" }}api])

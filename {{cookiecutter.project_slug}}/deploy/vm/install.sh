@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# Install or update {{ cookiecutter.project_name }} on this machine from this checkout. Run it as
+# root from anywhere in the project, first to install and again for every update:
+# each step leaves what is already in place as it is.
+#
+#   sudo deploy/vm/install.sh                 install or update, with the systemd units
+#   sudo deploy/vm/install.sh --supervisor    the same, with supervisor instead of systemd
+#   sudo deploy/vm/install.sh --rollback      back to the previous release (code only)
+#
+# Each update is a new directory under /opt/{{ cookiecutter.project_slug }}/releases with its own
+# virtualenv; /opt/{{ cookiecutter.project_slug }}/current points at the one that serves.
+#
+# Environment: PYTHON, the interpreter for the virtualenv [python{{ cookiecutter.python_version }}];
+# KEEP_RELEASES, how many releases to keep [5].
+set -euo pipefail
+
+APP={{ cookiecutter.project_slug }}
+PREFIX=/opt/$APP
+ENV_FILE=/etc/$APP/$APP.env
+{% if cookiecutter.use_socketio and cookiecutter.use_redis %}
+# One single-worker process per port, behind nginx's ip_hash (see the nginx site).
+PORTS=(8000 8001)
+{% else %}
+PORTS=(8000)
+{% endif %}
+PYTHON=${PYTHON:-python{{ cookiecutter.python_version }}}
+KEEP_RELEASES=${KEEP_RELEASES:-5}
+
+usage() {
+    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+log() {
+    printf '==> %s\n' "$*"
+}
+
+fail() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+manager=systemd
+rollback=false
+case "${1:-}" in
+"") ;;
+--supervisor) manager=supervisor ;;
+--rollback) rollback=true ;;
+-h | --help)
+    usage
+    exit 0
+    ;;
+*)
+    usage >&2
+    exit 2
+    ;;
+esac
+
+[[ $EUID -eq 0 ]] || fail "run as root: sudo $0 $*"
+if [[ $manager == supervisor ]]; then
+    command -v supervisorctl >/dev/null || fail "supervisor is not installed: apt install supervisor"
+fi
+source_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# Which process manager serves now: supervisor when its program file is installed.
+if [[ $rollback == true && -f /etc/supervisor/conf.d/$APP.conf ]]; then
+    manager=supervisor
+fi
+
+# Point `current` at a release in one step (a rename), so nothing sees it half-switched.
+switch_to() {
+    ln -sfn "$1" "$PREFIX/current.new"
+    mv -T "$PREFIX/current.new" "$PREFIX/current"
+}
+
+wait_healthy() {
+    local port=$1
+    "$PREFIX/current/.venv/bin/python" - "$port" <<'PY'
+import sys
+import time
+import urllib.request
+
+url = f"http://localhost:{sys.argv[1]}/health"
+deadline = time.monotonic() + 60
+while True:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                break
+    except OSError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit(f"{url} did not answer 200 within 60 s")
+    time.sleep(1)
+PY
+}
+
+restart_servers() {
+    local port
+    if [[ $manager == supervisor ]]; then
+        supervisorctl reread
+        supervisorctl update "$APP"
+        supervisorctl restart "$APP:*"
+        for port in "${PORTS[@]}"; do
+            wait_healthy "$port"
+        done
+    else
+        # One process at a time: nginx sends requests to the others meanwhile.
+        for port in "${PORTS[@]}"; do
+            systemctl enable --quiet "$APP@$port.service"
+            systemctl restart "$APP@$port.service"
+            wait_healthy "$port"
+        done
+    fi
+    log "serving on ports ${PORTS[*]}"
+}
+
+if [[ $rollback == true ]]; then
+    current=$(readlink -f "$PREFIX/current")
+    previous=$(find "$PREFIX/releases" -mindepth 1 -maxdepth 1 -type d | sort | grep -B1 -Fx "$current" | head -n 1)
+    [[ -n $previous && $previous != "$current" ]] || fail "no release older than $current"
+    log "rolling back from $(basename "$current") to $(basename "$previous")"
+    switch_to "$previous"
+    restart_servers
+{% if cookiecutter.use_postgres %}
+    log "the database schema was left as it is: see 'Roll back' in the README"
+{% endif %}
+    exit 0
+fi
+
+log "user $APP"
+if ! id -u "$APP" >/dev/null 2>&1; then
+    useradd --system --user-group --home-dir "$PREFIX" --no-create-home --shell /usr/sbin/nologin "$APP"
+fi
+install -d -m 0755 "$PREFIX" "$PREFIX/releases"
+install -d -m 0750 -o root -g "$APP" "$(dirname "$ENV_FILE")"
+
+if [[ ! -f $ENV_FILE ]]; then
+    log "settings $ENV_FILE"
+    secret_key=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(48))')
+    install -m 0640 -o root -g "$APP" /dev/null "$ENV_FILE"
+    cat >"$ENV_FILE" <<EOF
+# Settings of $APP (see "Deploy to a VM" in the README). Read by systemd, and by the
+# service itself through the release's .env link. No quotes needed; no PORT here.
+ENVIRONMENT=production
+SECRET_KEY=$secret_key
+# Your domain(s), and localhost for install.sh's health check.
+TRUSTED_HOSTS=api.example.com,localhost
+# Browser origins allowed to call the API, comma-separated.
+CORS_ORIGINS=
+{% if not cookiecutter.use_socketio %}
+# gunicorn worker processes (default: one per CPU).
+# WEB_CONCURRENCY=2
+{% endif %}
+{% if cookiecutter.use_postgres %}
+DATABASE_URL=postgresql://{{ cookiecutter.project_slug | replace("-", "_") }}:PASSWORD@127.0.0.1:5432/{{ cookiecutter.project_slug | replace("-", "_") }}
+{% endif %}
+{% if cookiecutter.use_redis %}
+REDIS_URL=redis://127.0.0.1:6379/0
+{% endif %}
+{% if cookiecutter.use_socketio and cookiecutter.use_redis %}
+# The processes share Socket.IO rooms through Redis; nginx keeps a client on one.
+SOCKETIO_TRANSPORTS=polling,websocket
+{% endif %}
+{% if cookiecutter.use_rate_limit %}
+RATE_LIMIT_DEFAULT=120/minute
+{% endif %}
+{% if cookiecutter.use_sentry %}
+# Empty: Sentry off.
+SENTRY_DSN=
+{% endif %}
+EOF
+    log "review $ENV_FILE, then run this script again"
+    exit 1
+fi
+
+release=$(date -u +%Y%m%d%H%M%S)
+if revision=$(git -C "$source_dir" rev-parse --short=12 HEAD 2>/dev/null); then
+    release=$release-$revision
+fi
+dest=$PREFIX/releases/$release
+[[ ! -e $dest ]] || fail "$dest already exists: run again in a second"
+log "release $dest"
+install -d -m 0755 "$dest"
+tar -C "$source_dir" --exclude=./.git --exclude=./.venv --exclude=./.env --exclude='*.db' \
+    --exclude=__pycache__ --exclude=.mypy_cache --exclude=.pytest_cache --exclude=.ruff_cache \
+    -cf - . | tar -C "$dest" -xf -
+"$PYTHON" -m venv "$dest/.venv"
+"$dest/.venv/bin/python" -m pip install --quiet --upgrade pip
+"$dest/.venv/bin/python" -m pip install --quiet "$dest"
+# Bytecode now: the sandbox keeps the release read-only.
+"$dest/.venv/bin/python" -m compileall -q "$dest/app"{{ ' "$dest/migrations"' if cookiecutter.use_postgres else "" }}
+ln -sfn "$ENV_FILE" "$dest/.env"
+chown -R root:root "$dest"
+
+previous=$(readlink -f "$PREFIX/current" || true)
+switch_to "$dest"
+
+if [[ $manager == supervisor ]]; then
+    log "supervisor program"
+    install -m 0644 "$source_dir/deploy/vm/supervisor/$APP.conf" "/etc/supervisor/conf.d/$APP.conf"
+else
+    log "systemd units"
+    install -m 0644 "$source_dir/deploy/vm/systemd/$APP@.service" /etc/systemd/system/
+{% if cookiecutter.use_postgres %}
+    install -m 0644 "$source_dir/deploy/vm/systemd/$APP-migrate.service" /etc/systemd/system/
+{% endif %}
+    systemctl daemon-reload
+fi
+{% if cookiecutter.use_postgres %}
+
+log "migrations"
+if [[ $manager == supervisor ]]; then
+    migrate=(runuser -u "$APP" -- env "PATH=$PREFIX/current/.venv/bin:/usr/bin:/bin" scripts/migrate)
+    (cd "$PREFIX/current" && "${migrate[@]}") || migrated=false
+else
+    systemctl start "$APP-migrate.service" || migrated=false
+fi
+if [[ ${migrated:-true} == false ]]; then
+    [[ -z $previous ]] || switch_to "$previous"
+    fail "migrations failed; still serving $(basename "${previous:-none}"). Logs: journalctl -u $APP-migrate"
+fi
+{% endif %}
+
+restart_servers
+
+site=/etc/nginx/sites-available/$APP.conf
+if [[ ! -f $site ]]; then
+    # Only the first time: certbot edits the installed site to add HTTPS.
+    log "nginx site $site"
+    install -m 0644 "$source_dir/deploy/vm/nginx/$APP.conf" "$site"
+    ln -sfn "$site" "/etc/nginx/sites-enabled/$APP.conf"
+elif ! cmp -s "$source_dir/deploy/vm/nginx/$APP.conf" "$site"; then
+    log "note: $site differs from deploy/vm/nginx/$APP.conf; merge changes by hand"
+fi
+nginx -t
+systemctl reload nginx
+
+log "removing all but the $KEEP_RELEASES newest releases"
+find "$PREFIX/releases" -mindepth 1 -maxdepth 1 -type d | sort | head -n "-$KEEP_RELEASES" |
+    while read -r old; do
+        [[ $old == "$(readlink -f "$PREFIX/current")" ]] || rm -rf "$old"
+    done
+log "done: $(basename "$dest")"

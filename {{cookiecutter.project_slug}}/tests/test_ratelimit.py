@@ -1,0 +1,212 @@
+"""Rate limits: 429 with headers, keyed on the real client address{{ "; shared through Redis,
+and answering while Redis is down" if cookiecutter.use_redis else "" }}."""
+
+{% if cookiecutter.use_redis %}
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+{% endif %}
+from pathlib import Path
+from random import randint
+
+import httpx
+import pytest
+{% if cookiecutter.use_postgres %}
+from limits import parse
+{% endif %}
+{% if cookiecutter.use_redis %}
+from redis import Redis
+{% endif %}
+
+from app.ratelimit import limiter
+from app.settings import Settings
+from tests.live import {{ "free_port, " if cookiecutter.use_redis else "" }}live_server
+from tests.support import client_for
+
+
+@pytest.fixture(autouse=True)
+def limits_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limiter, "enabled", True)
+
+
+def some_client() -> dict[str, str]:
+    """Headers of a request forwarded by the local proxy for a client of its own."""
+    return {"X-Forwarded-For": f"198.51.100.{randint(1, 254)}, 203.0.113.{randint(1, 254)}"}
+
+
+{% if cookiecutter.use_postgres %}
+async def test_a_route_limit_answers_429_json_with_headers(client: httpx.AsyncClient) -> None:
+    headers = some_client()
+    for n in range(10):
+        created = await client.post("/items", json={"name": f"limited-{n}"}, headers=headers)
+        assert created.status_code == 201, created.text
+        assert created.headers["x-ratelimit-limit"] == "10"
+
+    refused = await client.post("/items", json={"name": "one-too-many"}, headers=headers)
+
+    assert refused.status_code == 429
+    assert refused.json() == {"detail": "Rate limit exceeded: 10 per 1 minute"}
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+    assert refused.headers["x-request-id"]
+
+
+async def test_routes_of_included_routers_get_the_default_limit(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    headers = some_client()
+    limit = parse(settings.rate_limit_default).amount
+    statuses = [(await client.get("/items", headers=headers)).status_code for _ in range(limit + 1)]
+
+    assert statuses[:limit] == [200] * limit
+    assert statuses[limit] == 429
+
+
+{% endif %}
+async def test_health_probes_are_never_limited(client: httpx.AsyncClient) -> None:
+    statuses = {(await client.get("/health")).status_code for _ in range(150)}
+    assert statuses == {200}
+
+
+async def test_forwarded_addresses_count_only_from_trusted_proxies(settings: Settings) -> None:
+    # Behind the trusted local proxy, each forwarded client has a budget of its own.
+    async with client_for(settings) as client:
+        first = await client.get("/", headers=some_client())
+        second = await client.get("/", headers=some_client())
+    assert first.headers["x-ratelimit-remaining"] == second.headers["x-ratelimit-remaining"]
+
+    # From a peer that is not a trusted proxy, the header is ignored: one shared budget.
+    untrusted = settings.model_copy(update={"forwarded_allow_ips": ["192.0.2.1"]})
+    async with client_for(untrusted) as client:
+        first = await client.get("/", headers=some_client())
+        second = await client.get("/", headers=some_client())
+    remaining = [int(response.headers["x-ratelimit-remaining"]) for response in (first, second)]
+    assert remaining[1] == remaining[0] - 1
+{% if not cookiecutter.use_redis %}
+
+
+def test_a_real_server_enforces_the_limit(tmp_path: Path) -> None:
+    env = {
+{% if cookiecutter.use_postgres %}
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'live.db'}",
+{% endif %}
+        "RATE_LIMIT_DEFAULT": "3/minute",
+    }
+    with live_server(tmp_path / "server.log", **env) as base:
+        responses = [httpx.get(f"{base}/", timeout=5) for _ in range(4)]
+
+    assert [response.status_code for response in responses] == [200, 200, 200, 429]
+    assert responses[3].json()["detail"] == "Rate limit exceeded: 3 per 1 minute"
+{% endif %}
+{% if cookiecutter.use_redis %}
+
+
+requires_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="REDIS_URL is not set")
+
+
+@requires_redis
+def test_two_instances_share_one_budget(tmp_path: Path) -> None:
+    env = server_env(tmp_path, REDIS_URL=os.environ["REDIS_URL"], RATE_LIMIT_DEFAULT="4/minute")
+    with (
+        live_server(tmp_path / "a.log", **env) as a,
+        live_server(tmp_path / "b.log", **env) as b,
+    ):
+        statuses = [httpx.get(f"{base}/", timeout=5).status_code for base in (a, b, a, b, a, b)]
+
+    assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server is not installed")
+def test_redis_outage_fails_open_without_blocking_and_recovers(tmp_path: Path) -> None:
+    port = free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    env = server_env(tmp_path, REDIS_URL=redis_url, RATE_LIMIT_DEFAULT="3/minute")
+    log = tmp_path / "server.log"
+    redis = start_redis(port)
+    try:
+        with live_server(log, **env) as base:
+            # Redis up: the budget lives in Redis.
+            assert [get(base) for _ in range(4)] == [200, 200, 200, 429]
+
+            # Redis hung: answers keep coming and the event loop keeps turning.
+            redis.send_signal(signal.SIGSTOP)
+            statuses, slowest_probe = asyncio.run(requests_with_probes(base, count=2))
+            assert statuses == [200, 200]
+            assert slowest_probe < 0.35
+
+            # Redis gone: still answered.
+            redis.send_signal(signal.SIGKILL)
+            redis.wait()
+            assert get(base) == 200
+
+            # Redis back (empty): budgets move back to it by themselves.
+            redis = start_redis(port)
+            client = Redis.from_url(redis_url)
+            deadline = time.monotonic() + 45
+            while not client.keys(f"{env['CACHE_KEY_PREFIX']}*") and time.monotonic() < deadline:
+                get(base)
+                time.sleep(0.5)
+            assert client.keys(f"{env['CACHE_KEY_PREFIX']}*"), "limits never moved back to Redis"
+            assert 429 in [get(base) for _ in range(4)]
+            client.close()
+    finally:
+        redis.kill()
+        redis.wait()
+    assert log.read_text().count("falling back to in-memory storage") == 1
+
+
+def server_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    return {
+{% if cookiecutter.use_postgres %}
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'live.db'}",
+{% endif %}
+        "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}:",
+        **env,
+    }
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    client = Redis(port=port, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            break
+        except OSError:
+            time.sleep(0.05)
+    client.close()
+    return redis
+
+
+def get(base: str) -> int:
+    return httpx.get(f"{base}/", timeout=5).status_code
+
+
+async def requests_with_probes(base: str, count: int) -> tuple[list[int], float]:
+    """Send `count` limited requests while timing /health, served by the same loop."""
+    slowest = 0.0
+    done = False
+
+    async def probe(client: httpx.AsyncClient) -> None:
+        nonlocal slowest
+        while not done:
+            started = time.perf_counter()
+            await client.get(f"{base}/health")
+            slowest = max(slowest, time.perf_counter() - started)
+            await asyncio.sleep(0.02)
+
+    async with httpx.AsyncClient(timeout=5) as client:
+        prober = asyncio.create_task(probe(client))
+        statuses = [(await client.get(f"{base}/")).status_code for _ in range(count)]
+        done = True
+        await prober
+    return statuses, slowest
+{% endif %}

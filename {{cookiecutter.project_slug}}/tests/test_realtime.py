@@ -1,0 +1,181 @@
+"""Socket.IO against a live uvicorn process, with the real python-socketio client."""
+
+import asyncio
+{% if cookiecutter.use_redis %}
+import os
+{% endif %}
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+
+from app.realtime import issue_token
+from tests.live import live_server
+
+SECRET = "test-secret-" + "x" * 32
+
+
+def server_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    return {
+{% if cookiecutter.use_postgres %}
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'live.db'}",
+{% endif %}
+{% if cookiecutter.use_redis %}
+        "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}:",
+{% endif %}
+        "CORS_ORIGINS": "https://app.example.com",
+        # A polling client's disconnect waits for its pending poll, which the server
+        # ends after a ping interval and timeout: keep both short here.
+        "SOCKETIO_PING_INTERVAL": "1",
+        "SOCKETIO_PING_TIMEOUT": "1",
+        "SECRET_KEY": SECRET,
+        **env,
+    }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp_path = tmp_path_factory.mktemp("realtime")
+    with live_server(tmp_path / "server.log", **server_env(tmp_path)) as base:
+        yield base
+
+
+@pytest.fixture
+async def connected(server: str) -> AsyncIterator[list[socketio.AsyncSimpleClient]]:
+    """Clients connected to the shared server; each test connects as many as it needs."""
+    clients: list[socketio.AsyncSimpleClient] = []
+    yield clients
+    for client in clients:
+        await client.disconnect()
+
+
+async def connect(
+    url: str, clients: list[socketio.AsyncSimpleClient], **options: Any
+) -> socketio.AsyncSimpleClient:
+    client = socketio.AsyncSimpleClient()
+    await client.connect(url, wait_timeout=5, **options)
+    clients.append(client)
+    return client
+
+
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+async def test_handshake_and_join(
+    server: str, connected: list[socketio.AsyncSimpleClient], transport: str
+) -> None:
+    client = await connect(server, connected, transports=[transport])
+
+    assert client.sid
+    assert client.transport == transport
+    assert await client.call("join", {"room": "lobby"}, timeout=5) == {"ok": True}
+    refused = await client.call("join", {"room": "bad room!"}, timeout=5)
+    assert refused["ok"] is False
+
+
+async def test_message_reaches_the_room_only(
+    server: str, connected: list[socketio.AsyncSimpleClient]
+) -> None:
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    sender, member, outsider = [await connect(server, connected) for _ in range(3)]
+    for client in (sender, member):
+        assert await client.call("join", {"room": room}, timeout=5) == {"ok": True}
+
+    assert await sender.call("message", {"room": room, "text": "hello"}, timeout=5) == {"ok": True}
+
+    event, payload = await member.receive(timeout=5)
+    assert event == "message"
+    assert payload == {"room": room, "text": "hello", "from": sender.sid}
+    with pytest.raises(socketio.exceptions.TimeoutError):
+        await outsider.receive(timeout=0.5)
+
+
+async def test_http_bridge_emits_to_the_room(
+    server: str, connected: list[socketio.AsyncSimpleClient]
+) -> None:
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    member = await connect(server, connected, transports=["websocket"])
+    await member.call("join", {"room": room}, timeout=5)
+
+    async with httpx.AsyncClient(base_url=server) as http:
+        accepted = await http.post(
+            f"/realtime/rooms/{room}/emit", json={"event": "notice", "data": {"n": 1}}
+        )
+        reserved = await http.post(f"/realtime/rooms/{room}/emit", json={"event": "connect"})
+
+    assert accepted.status_code == 202
+    assert await member.receive(timeout=5) == ["notice", {"n": 1}]
+    assert reserved.status_code == 422
+
+
+async def test_cors_headers_are_sent_once(server: str) -> None:
+    origin = "https://app.example.com"
+    polling = {"EIO": "4", "transport": "polling"}
+    async with httpx.AsyncClient(base_url=server) as http:
+        handshake = await http.get("/socket.io/", params=polling, headers={"Origin": origin})
+        api = await http.get("/health", headers={"Origin": origin})
+        stranger = await http.get(
+            "/socket.io/", params=polling, headers={"Origin": "https://evil.example"}
+        )
+
+    for response in (handshake, api):
+        assert response.status_code == 200
+        assert response.headers.get_list("access-control-allow-origin") == [origin]
+    assert stranger.status_code == 400
+
+
+def test_tokens_are_required_when_configured(tmp_path: Path) -> None:
+    env = server_env(tmp_path, SOCKETIO_AUTH_REQUIRED="true")
+    with live_server(tmp_path / "server.log", **env) as base:
+
+        async def attempt(auth: dict[str, str] | None) -> str:
+            """Either "connected" or the server's refusal."""
+            client = socketio.AsyncClient()
+            refusals: list[object] = []
+            client.on("connect_error", refusals.append)
+            try:
+                await client.connect(base, auth=auth, wait_timeout=5)
+            except socketio.exceptions.ConnectionError:
+                return str(refusals)
+            await client.disconnect()
+            return "connected"
+
+        assert "missing or invalid token" in asyncio.run(attempt(None))
+        assert "missing or invalid token" in asyncio.run(attempt({"token": "alice.forged"}))
+        assert asyncio.run(attempt({"token": issue_token("alice", SECRET)})) == "connected"
+
+        bridge = httpx.post(f"{base}/realtime/rooms/r/emit", json={}, timeout=5)
+        authorised = httpx.post(
+            f"{base}/realtime/rooms/r/emit",
+            json={},
+            headers={"Authorization": f"Bearer {issue_token('ops', SECRET)}"},
+            timeout=5,
+        )
+    assert bridge.status_code == 401
+    assert authorised.status_code == 202
+{% if cookiecutter.use_redis %}
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="REDIS_URL is not set")
+async def test_an_emit_on_one_instance_reaches_clients_of_another(tmp_path: Path) -> None:
+    env = server_env(tmp_path, REDIS_URL=os.environ["REDIS_URL"])
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    with (
+        live_server(tmp_path / "a.log", **env) as first,
+        live_server(tmp_path / "b.log", **env) as second,
+    ):
+        client = socketio.AsyncSimpleClient()
+        await client.connect(first, transports=["websocket"], wait_timeout=5)
+        try:
+            await client.call("join", {"room": room}, timeout=5)
+            async with httpx.AsyncClient(base_url=second) as http:
+                response = await http.post(
+                    f"/realtime/rooms/{room}/emit", json={"data": {"via": "b"}}
+                )
+            assert response.status_code == 202
+            assert await client.receive(timeout=5) == ["message", {"via": "b"}]
+        finally:
+            await client.disconnect()
+{% endif %}
