@@ -19,6 +19,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import socketio
+from app import __version__
+from app.cache import Cache, create_redis
+from app.db import create_engine, create_sessionmaker
+from app.health import Liveness
+from app.items import Item, ItemCreate, ItemId, ItemRead
+from app.settings import get_settings
 from fastapi import FastAPI, HTTPException, status
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
@@ -26,13 +32,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from app import __version__
-from app.cache import Cache, create_redis
-from app.db import create_engine, create_sessionmaker
-from app.health import Liveness
-from app.items import Item, ItemCreate, ItemId, ItemRead
-from app.settings import get_settings
 
 settings = get_settings()
 

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -63,14 +64,19 @@ CONNECTIONS = 64
 # The same for the generated app and every ceiling (the generated scripts/serve
 # also turns uvicorn's proxy headers off: the app applies them itself).
 SERVER_OPTIONS = [
-    "--host", "127.0.0.1",
-    "--workers", "1",
-    "--loop", "uvloop",
-    "--http", "httptools",
+    "--host",
+    "127.0.0.1",
+    "--workers",
+    "1",
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
     "--no-access-log",
     "--no-proxy-headers",
-    "--log-level", "warning",
-]  # fmt: skip
+    "--log-level",
+    "warning",
+]
 # High enough that every request is counted and none is refused.
 UNREFUSED_LIMIT = "100000000/minute"
 TARGETS = {
@@ -154,6 +160,12 @@ def http_status(port: int, path: str = "/health", timeout: float = 1.0) -> int |
         return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -164,15 +176,31 @@ def rss_mb(pid: int) -> float:
 class Server:
     """One uvicorn process serving `target` from `cwd`."""
 
-    def __init__(self, name: str, target: str, python: Path, cwd: Path, env: dict[str, str], logs: Path,
-                 pinning: Pinning, extra: list[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        python: Path,
+        cwd: Path,
+        env: dict[str, str],
+        logs: Path,
+        pinning: Pinning,
+        extra: list[str] | None = None,
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [
             *pinning.server(),
-            str(python), "-m", "uvicorn", target, "--port", str(self.port), *SERVER_OPTIONS, *(extra or []),
-        ]  # fmt: skip
+            str(python),
+            "-m",
+            "uvicorn",
+            target,
+            "--port",
+            str(self.port),
+            *SERVER_OPTIONS,
+            *(extra or []),
+        ]
         self.cwd = cwd
         self.env = env
         self.log = logs / f"{name}.log"
@@ -201,6 +229,10 @@ class Server:
     def rss_mb(self) -> float:
         assert self.process is not None
         return rss_mb(self.process.pid)
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        return cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -239,6 +271,9 @@ class Load:
     p50_ms: float
     p99_ms: float
     requests: int
+    # The server's CPU time per request (user + system): steadier than throughput
+    # on a busy machine, since time the server waits for a CPU is not counted.
+    cpu_us: float = 0.0
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -263,17 +298,38 @@ def parse_wrk(output: str) -> Load:
     )
 
 
-def wrk(pinning: Pinning, url: str, seconds: int, script: Path | None = None, args: tuple[str, ...] = ()) -> Load:
-    command = [*pinning.client(), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+def wrk(
+    pinning: Pinning,
+    server: Server,
+    path: str,
+    seconds: int,
+    script: Path | None = None,
+    args: tuple[str, ...] = (),
+) -> Load:
+    url = server.url + path
+    command = [
+        *pinning.client(),
+        "wrk",
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "5s",
+    ]
     if script is not None:
         command += ["-s", str(script)]
     command.append(url)
     if args:
         command += ["--", *args]
+    cpu_before = server.cpu_seconds()
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    cpu = server.cpu_seconds() - cpu_before
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
-    return parse_wrk(result.stdout)
+    load = parse_wrk(result.stdout)
+    load.cpu_us = cpu / max(load.requests, 1) * 1e6
+    return load
 
 
 @dataclass
@@ -303,6 +359,7 @@ class Measured:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float
     rounds: list[Load] = field(default_factory=list)
 
 
@@ -311,11 +368,14 @@ def median_of(loads: list[Load]) -> Measured:
         rps=statistics.median(load.rps for load in loads),
         p50_ms=statistics.median(load.p50_ms for load in loads),
         p99_ms=statistics.median(load.p99_ms for load in loads),
+        cpu_us=statistics.median(load.cpu_us for load in loads),
         rounds=loads,
     )
 
 
-def measure_http(rows: list[list[Row]], settings: Settings, pinning: Pinning, run_id: str) -> dict[str, Measured]:
+def measure_http(
+    rows: list[list[Row]], settings: Settings, pinning: Pinning, run_id: str
+) -> dict[str, Measured]:
     """Drive every target of each group back to back, alternating the order each round."""
     groups = []
     for group in rows:
@@ -327,10 +387,15 @@ def measure_http(rows: list[list[Row]], settings: Settings, pinning: Pinning, ru
 
     def drive(target: Target, seconds: int, tag: str) -> Load:
         args = (f"{run_id}-{tag}-{target.server.name}",) if target.script else ()
-        return wrk(pinning, target.server.url + target.path, seconds, target.script, args)
+        return wrk(pinning, target.server, target.path, seconds, target.script, args)
 
     for group in groups:
         for target in group:
+            if target.script is None:
+                # Fill caches and connection pools before anything is timed.
+                for _ in range(3):
+                    if http_status(target.server.port, target.path, timeout=10) != 200:
+                        raise RuntimeError(f"{target.key} does not answer 200")
             if settings.warmup:
                 drive(target, settings.warmup, "warmup")
     loads: dict[str, list[Load]] = {target.key: [] for group in groups for target in group}
@@ -340,8 +405,11 @@ def measure_http(rows: list[list[Row]], settings: Settings, pinning: Pinning, ru
             for target in group[shift:] + group[:shift]:
                 load = drive(target, settings.seconds, f"r{round_}")
                 loads[target.key].append(load)
-                print(f"  round {round_ + 1}: {target.key:<45} {load.rps:9.0f} req/s  "
-                      f"p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms", flush=True)  # fmt: skip
+                print(
+                    f"  round {round_ + 1}: {target.key:<40} {load.rps:8.0f} req/s  "
+                    f"p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms  CPU {load.cpu_us:5.0f} µs/req",
+                    flush=True,
+                )
     return {key: median_of(values) for key, values in loads.items()}
 
 
@@ -355,7 +423,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def measure_socketio(pair: tuple[Server, Server], python: Path, settings: Settings, pinning: Pinning) -> dict[str, Any]:
+def measure_socketio(
+    pair: tuple[Server, Server], python: Path, settings: Settings, pinning: Pinning
+) -> dict[str, Any]:
     """Connect clients spread over two instances, then broadcast to them through one instance's HTTP route."""
     room = f"bench-{uuid.uuid4().hex[:8]}"
     urls = [server.url for server in pair]
@@ -366,8 +436,17 @@ def measure_socketio(pair: tuple[Server, Server], python: Path, settings: Settin
         rotated = urls[index % 2 :] + urls[: index % 2]
         processes.append(
             subprocess.Popen(
-                [*pinning.client(), str(python), str(BENCH / "sio_clients.py"),
-                 "--urls", ",".join(rotated), "--clients", str(count), "--room", room],  # fmt: skip
+                [
+                    *pinning.client(),
+                    str(python),
+                    str(BENCH / "sio_clients.py"),
+                    "--urls",
+                    ",".join(rotated),
+                    "--clients",
+                    str(count),
+                    "--room",
+                    room,
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -436,40 +515,63 @@ def measure_socketio(pair: tuple[Server, Server], python: Path, settings: Settin
 
 def measure_cold_start(make: Any, runs: int) -> dict[str, float]:
     """Process start to the first 200 on /health, and RSS once idle, for fresh processes."""
-    starts, rss = [], []
+    starts, cpu, rss = [], [], []
     for index in range(runs):
         server: Server = make(f"cold-{index}")
         server.start()
         try:
             starts.append(server.wait_ready(poll=0.005))
+            cpu.append(server.cpu_seconds())
             time.sleep(1.0)
             rss.append(server.rss_mb())
         finally:
             server.stop()
-    return {"cold_start_s": statistics.median(starts), "cold_start_max_s": max(starts),
-            "idle_rss_mb": statistics.median(rss)}  # fmt: skip
+    return {
+        "cold_start_s": statistics.median(starts),
+        "cold_start_max_s": max(starts),
+        "cold_start_cpu_s": statistics.median(cpu),
+        "idle_rss_mb": statistics.median(rss),
+    }
 
 
 def measure_bake(work: Path, runs: int) -> dict[str, float]:
     """Baking the default project, in process (what the hooks and templates cost) and with the CLI."""
-    in_process, cli = [], []
+    in_process, cli, cli_cpu = [], [], []
     cookiecutter = Path(sys.executable).with_name("cookiecutter")
     for index in range(runs):
         started = time.perf_counter()
         bake(work / f"in-process-{index}")
         in_process.append(time.perf_counter() - started)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         run([cookiecutter, ROOT, "--no-input", "--output-dir", work / f"cli-{index}"], ROOT)
         cli.append(time.perf_counter() - started)
-    return {"bake_in_process_s": statistics.median(in_process), "bake_cli_s": statistics.median(cli)}
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cli_cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return {
+        "bake_in_process_s": statistics.median(in_process),
+        "bake_cli_s": statistics.median(cli),
+        "bake_cli_cpu_s": statistics.median(cli_cpu),
+    }
 
 
 # --- report ----------------------------------------------------------------------------------
 
 
 def versions(python: Path) -> dict[str, str]:
-    names = ["fastapi", "starlette", "uvicorn", "pydantic", "sqlalchemy", "asyncpg", "redis",
-             "python-socketio", "slowapi", "limits", "sentry-sdk"]  # fmt: skip
+    names = [
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "pydantic",
+        "sqlalchemy",
+        "asyncpg",
+        "redis",
+        "python-socketio",
+        "slowapi",
+        "limits",
+        "sentry-sdk",
+    ]
     code = (
         "import json, sys, platform; from importlib.metadata import version; "
         "print(json.dumps({'python': platform.python_version(), **{n: version(n) for n in sys.argv[1:]}}))"
@@ -482,110 +584,158 @@ def verdict(ok: bool) -> str:
 
 
 def render(results: dict[str, Any]) -> str:
-    http, rows = results["http"], results["rows"]
-    machine = results["machine"]
+    """The Markdown report: HTTP table, Socket.IO table, startup table, targets."""
+    machine, options = results["machine"], results["settings"]
+    versions = machine["versions"]
+    pinned = "server pinned to one CPU, load generator to another" if machine["pinned"] else "no CPU pinning"
     lines = [
-        f"Machine: {machine['cpus']} CPUs, load average {machine['load_before']:.1f} before and "
-        f"{machine['load_after']:.1f} after; server {'pinned to one CPU, wrk to another' if machine['pinned'] else 'not pinned'}. "  # noqa: E501
-        f"Python {machine['versions']['python']}, FastAPI {machine['versions']['fastapi']}, "
-        f"Starlette {machine['versions']['starlette']}, uvicorn {machine['versions']['uvicorn']}. "
-        f"{results['mode']} run: {results['settings']['rounds']} rounds of {results['settings']['seconds']:g} s "
-        f"per target, {CONNECTIONS} connections, medians.",
-        "",
-        "| Endpoint | App req/s | App p50 / p99 ms | Bare FastAPI req/s | App ÷ FastAPI "
-        "| Bare Starlette req/s | App ÷ Starlette |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"{results['mode']} run on {machine['cpus']} CPUs (load average {machine['load_before']:.1f} before, "
+        f"{machine['load_after']:.1f} after); {pinned}. Python {versions['python']}, "
+        f"FastAPI {versions['fastapi']}, Starlette {versions['starlette']}, uvicorn {versions['uvicorn']}, "
+        f"python-socketio {versions['python-socketio']}, slowapi {versions['slowapi']}.",
     ]
-    for row in rows:
-        app, fast, star = (http[row[name]] for name in ("app", "fastapi", "starlette"))
-        lines.append(
-            f"| {row['label']} | {app['rps']:,.0f} | {app['p50_ms']:.1f} / {app['p99_ms']:.1f} "
-            f"| {fast['rps']:,.0f} | {app['rps'] / fast['rps']:.2f} "
-            f"| {star['rps']:,.0f} | {app['rps'] / star['rps']:.2f} |"
-        )
-    sio = results["socketio"]
+    http, rows = results.get("http"), results.get("rows")
+    if http and rows:
+        lines += [
+            "",
+            f"HTTP: one uvicorn worker, `wrk` with {CONNECTIONS} connections, {options['rounds']} "
+            f"alternating rounds of {options['seconds']} s per target, medians. "
+            "CPU is the server's CPU time per request.",
+            "",
+            "| Endpoint | App req/s | App p50 / p99 ms | App CPU µs/req | Bare FastAPI req/s | App ÷ FastAPI "
+            "| Bare Starlette req/s | App ÷ Starlette |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in rows:
+            app, fast, star = (http[row[name]] for name in ("app", "fastapi", "starlette"))
+            lines.append(
+                f"| {row['label']} | {app['rps']:,.0f} | {app['p50_ms']:.1f} / {app['p99_ms']:.1f} "
+                f"| {app['cpu_us']:,.0f} | {fast['rps']:,.0f} | {app['rps'] / fast['rps']:.2f} "
+                f"| {star['rps']:,.0f} | {app['rps'] / star['rps']:.2f} |"
+            )
+    sio = results.get("socketio")
     if sio:
         app, bare = sio["app"], sio["ceiling"]
         lines += [
             "",
-            f"| Socket.IO, {app['clients']:,} clients over two instances sharing Redis | App "
-            "| Bare python-socketio | App ÷ bare |",
+            f"Socket.IO: {app['clients']:,.0f} WebSocket clients spread over two instances sharing Redis; "
+            f"{options['sio_emits']} broadcasts {options['sio_interval'] * 1000:.0f} ms apart through "
+            f"`POST /realtime/rooms/{{room}}/emit` for latency, then {options['sio_burst']} back to back for "
+            f"throughput; medians of {options['sio_rounds']} alternating rounds.",
+            "",
+            "| Socket.IO | App | Bare python-socketio | App ÷ bare |",
             "| --- | ---: | ---: | ---: |",
         ]
-        for key, label, higher in (
-            ("connects_per_s", "Connects per second", True),
-            ("deliveries_per_s", "Broadcast deliveries per second", True),
-            ("latency_p50_ms", "Emit-to-receive p50, ms", False),
-            ("latency_p99_ms", "Emit-to-receive p99, ms", False),
+        for key, label, digits in (
+            ("connects_per_s", "Connects per second", 0),
+            ("deliveries_per_s", "Broadcast deliveries per second", 0),
+            ("latency_p50_ms", "Emit-to-receive p50, ms", 1),
+            ("latency_p99_ms", "Emit-to-receive p99, ms", 1),
         ):
             ratio = app[key] / bare[key] if bare[key] else float("nan")
-            digits = 0 if higher else 1
             lines.append(f"| {label} | {app[key]:,.{digits}f} | {bare[key]:,.{digits}f} | {ratio:.2f} |")
-    start = results["startup"]
-    lines += [
-        "",
-        "| Startup and generation | Value |",
-        "| --- | ---: |",
-        f"| Cold start to the first 200 on /health (bytecode compiled, median) | {start['cold_start_s']:.2f} s |",
-        f"| Idle RSS per worker: after start / after the load | {start['idle_rss_mb']:.0f} MB / "
-        f"{start['rss_after_load_mb']:.0f} MB |",
-        f"| Bake the default project: cookiecutter CLI / in process | {start['bake_cli_s']:.2f} s / "
-        f"{start['bake_in_process_s']:.2f} s |",
-        "",
-        "| Target | Measured | Verdict |",
-        "| --- | ---: | --- |",
-    ]
+    start = results.get("startup")
+    if start:
+        lines += ["", "| Startup and generation | Wall | CPU |", "| --- | ---: | ---: |"]
+        if "cold_start_s" in start:
+            lines.append(
+                f"| Cold start to the first 200 on /health (bytecode compiled; median) "
+                f"| {start['cold_start_s']:.2f} s | {start['cold_start_cpu_s']:.2f} s |"
+            )
+            after_load = start.get("rss_after_load_mb")
+            rss = f"{start['idle_rss_mb']:.0f} MB" + (f" / {after_load:.0f} MB" if after_load else "")
+            label = "Idle RSS per worker: after start" + (" / after the HTTP load" if after_load else "")
+            lines.append(f"| {label} | {rss} | |")
+        lines.append(
+            f"| Bake the default project with the cookiecutter CLI (median) | {start['bake_cli_s']:.2f} s "
+            f"| {start['bake_cli_cpu_s']:.2f} s |"
+        )
+        lines.append(
+            f"| Bake it in process (templates and hooks only) | {start['bake_in_process_s']:.2f} s | |"
+        )
+    lines += ["", "| Target | Measured | Verdict |", "| --- | ---: | --- |"]
     for label, value, ok in results["targets"]:
         lines.append(f"| {label} | {value} | {verdict(ok)} |")
     return "\n".join(lines) + "\n"
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    http = results["http"]
-    by_key = {row["key"]: row for row in results["rows"]}
+    """Each target of the issue that this run measured: label, value, met."""
+    found = []
+    http = results.get("http")
+    if http:
+        by_key = {row["key"]: row for row in results["rows"]}
 
-    def app(row: str) -> dict[str, float]:
-        return http[by_key[row]["app"]]
+        def app(row: str) -> dict[str, float]:
+            return http[by_key[row]["app"]]
 
-    health = app("health")["rps"] / http[by_key["health"]["fastapi"]]["rps"]
-    cache = app("item_cache")["rps"] / app("item_db")["rps"]
-    limited = app("limited")["rps"] / app("unlimited")["rps"]
-    start = results["startup"]
-    rss = max(start["idle_rss_mb"], start["rss_after_load_mb"])
-    found = [
-        ("/health with every feature on ÷ bare FastAPI ≥ 0.85", f"{health:.2f}", health >= TARGETS["health_vs_fastapi"]),
-        ("Cached read ÷ database read ≥ 1.5", f"{cache:.2f}", cache >= TARGETS["cache_vs_database"]),
-        ("Rate-limited (Redis) ÷ unlimited ≥ 0.5", f"{limited:.2f}", limited >= TARGETS["limited_vs_unlimited"]),
-        (f"Rate-limited p99 at {CONNECTIONS} connections < 50 ms", f"{app('limited')['p99_ms']:.1f} ms",
-         app("limited")["p99_ms"] < TARGETS["limited_p99_ms"]),
-    ]  # fmt: skip
-    if results["socketio"]:
-        sio = results["socketio"]["app"]
+        health = app("health")["rps"] / http[by_key["health"]["fastapi"]]["rps"]
+        cache = app("item_cache")["rps"] / app("item_db")["rps"]
+        limited = app("limited")["rps"] / app("unlimited")["rps"]
+        p99 = app("limited")["p99_ms"]
+        found += [
+            (
+                "/health, every feature on ÷ bare FastAPI ≥ 0.85",
+                f"{health:.2f}",
+                health >= TARGETS["health_vs_fastapi"],
+            ),
+            ("Cached read ÷ database read ≥ 1.5", f"{cache:.2f}", cache >= TARGETS["cache_vs_database"]),
+            (
+                "Rate-limited (Redis) ÷ unlimited ≥ 0.5",
+                f"{limited:.2f}",
+                limited >= TARGETS["limited_vs_unlimited"],
+            ),
+            (
+                f"Rate-limited p99 at {CONNECTIONS} connections < 50 ms",
+                f"{p99:.1f} ms",
+                p99 < TARGETS["limited_p99_ms"],
+            ),
+        ]
+    sio = results.get("socketio")
+    if sio:
+        app_sio = sio["app"]
         found.append(
-            (f"Socket.IO emit-to-receive p99, {sio['clients']:,} clients, two instances < 50 ms",
-             f"{sio['latency_p99_ms']:.1f} ms", sio["latency_p99_ms"] < TARGETS["socketio_p99_ms"])
-        )  # fmt: skip
-    found += [
-        ("Cold start to the first 200 < 1.5 s", f"{start['cold_start_s']:.2f} s",
-         start["cold_start_s"] < TARGETS["cold_start_s"]),
-        ("Idle RSS per worker < 120 MB", f"{rss:.0f} MB", rss < TARGETS["idle_rss_mb"]),
-        ("Baking the default project (CLI) < 1 s", f"{start['bake_cli_s']:.2f} s",
-         start["bake_cli_s"] < TARGETS["bake_s"]),
-    ]  # fmt: skip
+            (
+                f"Socket.IO emit-to-receive p99, {app_sio['clients']:,.0f} clients on two instances < 50 ms",
+                f"{app_sio['latency_p99_ms']:.1f} ms",
+                app_sio["latency_p99_ms"] < TARGETS["socketio_p99_ms"],
+            )
+        )
+    start = results.get("startup")
+    if start:
+        if "cold_start_s" in start:
+            rss = max(start["idle_rss_mb"], start.get("rss_after_load_mb", 0.0))
+            found += [
+                (
+                    "Cold start to the first 200 < 1.5 s",
+                    f"{start['cold_start_s']:.2f} s",
+                    start["cold_start_s"] < TARGETS["cold_start_s"],
+                ),
+                ("Idle RSS per worker < 120 MB", f"{rss:.0f} MB", rss < TARGETS["idle_rss_mb"]),
+            ]
+        found.append(
+            (
+                "Baking the default project (CLI) < 1 s",
+                f"{start['bake_cli_s']:.2f} s",
+                start["bake_cli_s"] < TARGETS["bake_s"],
+            )
+        )
     return found
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Each endpoint's throughput next to its two ceilings, with the app's ratio to bare FastAPI."""
+    """Each endpoint's throughput next to its two ceilings, labelled with the app's ratio to bare FastAPI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     http, rows = results["http"], results["rows"]
-    labels = [row["label"] for row in rows]
-    series = [("Generated app", "app", "#1f77b4"), ("Bare FastAPI", "fastapi", "#ff7f0e"),
-              ("Bare Starlette", "starlette", "#2ca02c")]  # fmt: skip
+    series = [
+        ("Generated app", "app", "#1f77b4"),
+        ("Bare FastAPI", "fastapi", "#ff7f0e"),
+        ("Bare Starlette", "starlette", "#2ca02c"),
+    ]
     figure, axes = plt.subplots(figsize=(11, 5.5))
     width = 0.27
     for offset, (name, key, colour) in enumerate(series):
@@ -595,12 +745,12 @@ def chart(results: dict[str, Any], path: Path) -> None:
         if key == "app":
             for position, row, value in zip(positions, rows, values, strict=True):
                 ratio = value / http[row["fastapi"]]["rps"]
-                axes.annotate(f"{ratio:.2f}×", (position, value), ha="center", va="bottom", fontsize=8)
-    axes.set_xticks(range(len(rows)), labels, rotation=15, ha="right", fontsize=8)
+                axes.annotate(f"{ratio:.2f}", (position, value), ha="center", va="bottom", fontsize=8)
+    axes.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=15, ha="right", fontsize=8)
     axes.set_ylabel("requests per second (median)")
     axes.set_title(
-        f"Default project vs its ceilings ({CONNECTIONS} connections, one uvicorn worker); "
-        "labels: app ÷ bare FastAPI",
+        f"Default project against its ceilings: one uvicorn worker, {CONNECTIONS} connections "
+        "(labels: app ÷ bare FastAPI)",
         fontsize=10,
     )
     axes.legend()
@@ -621,11 +771,15 @@ def check_prerequisites() -> None:
         try:
             socket.create_connection((parts.host or "127.0.0.1", parts.port or 0), timeout=2).close()
         except OSError:
-            raise SystemExit(f"{name} is not reachable at {url} (set TEST_DATABASE_URL / TEST_REDIS_URL)") from None
+            raise SystemExit(
+                f"{name} is not reachable at {url} (set TEST_DATABASE_URL / TEST_REDIS_URL)"
+            ) from None
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise SystemExit("matplotlib is missing: .venv/bin/uv pip install --python .venv/bin/python --group bench")
+        raise SystemExit(
+            "matplotlib is missing: .venv/bin/uv pip install --python .venv/bin/python --group bench"
+        ) from None
 
 
 def seed(python: Path, database: str) -> int:
@@ -634,7 +788,7 @@ def seed(python: Path, database: str) -> int:
         "import asyncio, sys, asyncpg\n"
         "async def main():\n"
         "    connection = await asyncpg.connect(sys.argv[1])\n"
-        "    print(await connection.fetchval(\"INSERT INTO items (name, description) "
+        '    print(await connection.fetchval("INSERT INTO items (name, description) '
         "VALUES ('benchmark-read', 'read by the benchmark') RETURNING id\"))\n"
         "    await connection.close()\n"
         "asyncio.run(main())\n"
@@ -657,12 +811,17 @@ def step(message: str) -> None:
     print(f"[{time.perf_counter() - _STARTED:6.1f} s] {message}", flush=True)
 
 
+PARTS = ("startup", "http", "socketio")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run; figures are not meaningful")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run; its figures mean nothing")
     parser.add_argument("--output", type=Path, default=BENCH / "results", help="where results are written")
+    parser.add_argument(
+        "--only", nargs="+", choices=PARTS, default=list(PARTS), help="measure only these parts"
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
-    parser.add_argument("--no-socketio", action="store_true", help="skip the Socket.IO measurements")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     options = parser.parse_args(argv)
     settings = QUICK if options.quick else FULL
@@ -670,25 +829,29 @@ def main(argv: list[str] | None = None) -> int:
     pinning = Pinning(not options.no_pin)
     output = options.output.resolve()
     logs = output / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
     load_before = os.getloadavg()[0]
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench-{run_id}:"
 
-    step("Building or reusing the generated projects' shared virtualenv...")
+    step("Building or reusing the generated projects' shared virtualenv")
     venv = venv_for(DEFAULT_PYTHON, superset_dependencies())
     python = venv / "bin" / "python"
+    results: dict[str, Any] = {"mode": "Quick" if options.quick else "Full", "settings": asdict(settings)}
 
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         work = Path(scratch)
-        step("Baking...")
-        startup = measure_bake(work / "bakes", settings.bakes)
+        startup: dict[str, float] = {}
+        if "startup" in options.only:
+            step("Baking the default project")
+            startup |= measure_bake(work / "bakes", settings.bakes)
         project = bake(work / "default")
         no_redis = bake(work / "no-redis", use_redis=False)
         for baked in (project, no_redis):
             run([python, "-m", "compileall", "-q", baked], ROOT)
-        step("Database and migrations...")
 
+        step("Scratch database and migrations")
         database = scratch_database(python, project, DATABASE_URL, f"bench_{run_id}")
         try:
             env = clean_env(
@@ -710,90 +873,139 @@ def main(argv: list[str] | None = None) -> int:
                 app_dir = ["--app-dir", str(BENCH)] if target.startswith("ceilings:") else []
                 return Server(name, target, python, cwd, env | extra, logs, pinning, app_dir)
 
-            step("Cold starts...")
-            startup |= measure_cold_start(server, settings.cold_starts)
+            if "startup" in options.only:
+                step("Cold starts")
+                startup |= measure_cold_start(server, settings.cold_starts)
 
-            app = server("app")
-            unlimited = server("app-unlimited", RATE_LIMIT_ENABLED="false")
-            without_redis = server("app-no-redis", cwd=no_redis)
-            fastapi = server("fastapi", "ceilings:fastapi_app")
-            starlette = server("starlette", "ceilings:starlette_app")
-            post = BENCH / "post.lua"
-            groups = [
-                [Row("health", "GET /health", Target(app, "/health"), Target(fastapi, "/health"),
-                     Target(starlette, "/health"))],
-                [Row("item_db", "GET /items/{id}, database (project without Redis)",
-                     Target(without_redis, f"/items/{item}"), Target(fastapi, f"/db/items/{item}"),
-                     Target(starlette, f"/db/items/{item}")),
-                 Row("item_cache", "GET /items/{id}, Redis cache", Target(app, f"/items/{item}"),
-                     Target(fastapi, f"/items/{item}"), Target(starlette, f"/items/{item}"))],
-                [Row("write", "POST /items", Target(app, "/items", post), Target(fastapi, "/items", post),
-                     Target(starlette, "/items", post))],
-                [Row("limited", "GET /, rate-limited (Redis storage)", Target(app, "/"), Target(fastapi, "/"),
-                     Target(starlette, "/")),
-                 Row("unlimited", "GET /, rate limiting off", Target(unlimited, "/"), Target(fastapi, "/"),
-                     Target(starlette, "/"))],
-            ]  # fmt: skip
-            step("HTTP endpoints...")
-            with serving(app, unlimited, without_redis, fastapi, starlette):
-                http = measure_http(groups, settings, pinning, run_id)
-                time.sleep(1.0)
-                startup["rss_after_load_mb"] = app.rss_mb()
+            if "http" in options.only:
+                step("HTTP endpoints")
+                app = server("app")
+                unlimited = server("app-unlimited", RATE_LIMIT_ENABLED="false")
+                without_redis = server("app-no-redis", cwd=no_redis)
+                fastapi = server("fastapi", "ceilings:fastapi_app")
+                starlette = server("starlette", "ceilings:starlette_app")
+                post = BENCH / "post.lua"
+                groups = [
+                    [
+                        Row(
+                            "health",
+                            "GET /health",
+                            Target(app, "/health"),
+                            Target(fastapi, "/health"),
+                            Target(starlette, "/health"),
+                        )
+                    ],
+                    [
+                        Row(
+                            "item_db",
+                            "GET /items/{id} from the database (project without Redis)",
+                            Target(without_redis, f"/items/{item}"),
+                            Target(fastapi, f"/db/items/{item}"),
+                            Target(starlette, f"/db/items/{item}"),
+                        ),
+                        Row(
+                            "item_cache",
+                            "GET /items/{id} from the Redis cache",
+                            Target(app, f"/items/{item}"),
+                            Target(fastapi, f"/items/{item}"),
+                            Target(starlette, f"/items/{item}"),
+                        ),
+                    ],
+                    [
+                        Row(
+                            "write",
+                            "POST /items",
+                            Target(app, "/items", post),
+                            Target(fastapi, "/items", post),
+                            Target(starlette, "/items", post),
+                        )
+                    ],
+                    [
+                        Row(
+                            "limited",
+                            "GET /, rate-limited (Redis storage)",
+                            Target(app, "/"),
+                            Target(fastapi, "/"),
+                            Target(starlette, "/"),
+                        ),
+                        Row(
+                            "unlimited",
+                            "GET /, rate limiting off",
+                            Target(unlimited, "/"),
+                            Target(fastapi, "/"),
+                            Target(starlette, "/"),
+                        ),
+                    ],
+                ]
+                with serving(app, unlimited, without_redis, fastapi, starlette):
+                    http = measure_http(groups, settings, pinning, run_id)
+                    time.sleep(1.0)
+                    if "startup" in options.only:
+                        startup["rss_after_load_mb"] = app.rss_mb()
+                results["http"] = {key: asdict(value) for key, value in http.items()}
+                results["rows"] = [
+                    {
+                        "key": row.key,
+                        "label": row.label,
+                        "app": row.app.key,
+                        "fastapi": row.fastapi.key,
+                        "starlette": row.starlette.key,
+                    }
+                    for group in groups
+                    for row in group
+                ]
 
-            sio: dict[str, Any] = {}
-            if not options.no_socketio:
-                step("Socket.IO...")
+            if "socketio" in options.only:
+                step("Socket.IO")
                 pairs = {
                     "app": (server("sio-app-1"), server("sio-app-2")),
-                    "ceiling": (server("sio-bare-1", "ceilings:socketio_app"),
-                                server("sio-bare-2", "ceilings:socketio_app")),
-                }  # fmt: skip
+                    "ceiling": (
+                        server("sio-bare-1", "ceilings:socketio_app"),
+                        server("sio-bare-2", "ceilings:socketio_app"),
+                    ),
+                }
                 rounds: dict[str, list[dict[str, Any]]] = {"app": [], "ceiling": []}
                 for round_ in range(settings.sio_rounds):
-                    for kind in (["app", "ceiling"] if round_ % 2 == 0 else ["ceiling", "app"]):
+                    for kind in ["app", "ceiling"] if round_ % 2 == 0 else ["ceiling", "app"]:
                         with serving(*pairs[kind]):
                             found = measure_socketio(pairs[kind], python, settings, pinning)
                         rounds[kind].append(found)
-                        print(f"  round {round_ + 1}: {kind:<8} {found['connects_per_s']:7.0f} connects/s  "
-                              f"{found['deliveries_per_s']:8.0f} deliveries/s  p50 {found['latency_p50_ms']:6.1f} ms  "
-                              f"p99 {found['latency_p99_ms']:6.1f} ms  lost {found['lost']}", flush=True)  # fmt: skip
-                sio = {
+                        print(
+                            f"  round {round_ + 1}: {kind:<8} {found['connects_per_s']:6.0f} connects/s  "
+                            f"{found['deliveries_per_s']:7.0f} deliveries/s  "
+                            f"p50 {found['latency_p50_ms']:6.1f} ms  p99 {found['latency_p99_ms']:6.1f} ms  "
+                            f"lost {found['lost']}",
+                            flush=True,
+                        )
+                results["socketio"] = {
                     kind: {key: statistics.median(r[key] for r in found) for key in found[0]}
                     for kind, found in rounds.items()
-                }
-                sio["rounds"] = rounds  # type: ignore[assignment]
+                } | {"rounds": rounds}
         finally:
             drop_scratch_database(python, project, DATABASE_URL, database)
             forget_redis_keys(python, prefix)
 
-    results: dict[str, Any] = {
-        "mode": "Quick" if options.quick else "Full",
-        "settings": asdict(settings),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_before": load_before,
-            "load_after": os.getloadavg()[0],
-            "pinned": pinning.enabled,
-            "versions": versions(python),
-        },
-        "rows": [
-            {"key": row.key, "label": row.label, "app": row.app.key, "fastapi": row.fastapi.key,
-             "starlette": row.starlette.key}
-            for group in groups for row in group
-        ],  # fmt: skip
-        "http": {key: asdict(value) for key, value in http.items()},
-        "socketio": sio,
-        "startup": startup,
+    if startup:
+        results["startup"] = startup
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "pinned": pinning.enabled,
+        "versions": versions(python),
     }
     results["targets"] = targets(results)
     table = render(results)
     (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (output / "results.md").write_text(table)
-    chart(results, output / "throughput.png")
+    written = [output / "results.md", output / "results.json"]
+    if "http" in results:
+        chart(results, output / "throughput.png")
+        written.append(output / "throughput.png")
     print()
     print(table)
-    print(f"Written: {output / 'results.md'}, {output / 'results.json'}, {output / 'throughput.png'}")
+    print("Written:", ", ".join(str(path) for path in written))
     missed = [label for label, _, ok in results["targets"] if not ok]
     return 1 if options.strict and missed else 0
 

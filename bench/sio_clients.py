@@ -1,8 +1,15 @@
-"""Socket.IO load: many python-socketio clients in one process, driven over stdin/stdout.
+"""Socket.IO load: many WebSocket clients in one process, driven over stdin/stdout.
 
-Run by bench/run.py with the generated project's virtualenv. The clients connect
-over WebSocket, spread round-robin over the given URLs, and join one room. Then
-the process answers commands, one JSON object per line on stdin:
+Run by bench/run.py with the generated project's virtualenv. The clients speak
+the Socket.IO protocol (v5 over Engine.IO v4, WebSocket transport) themselves on
+aiohttp WebSockets: python-socketio's own client spends about ten times more
+CPU per received event, and with a thousand of them on two cores the clients,
+not the servers, would set the latency being measured. Each client connects,
+answers pings, joins one room with an acknowledgement and records every `tick`
+event. The clients are spread round-robin over the given URLs.
+
+Once every client has joined, the process prints one JSON line and reads
+commands, one JSON object per line on stdin:
 
     {"expect": {"latency": 50, "burst": 200}, "timeout": 30}
 
@@ -22,11 +29,82 @@ import time
 from collections import defaultdict
 from typing import Any
 
-import socketio
+import aiohttp
 
 
 def say(message: dict[str, Any]) -> None:
     print(json.dumps(message), flush=True)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.last: dict[str, float] = {}
+        self.changed = asyncio.Event()
+
+    def tick(self, data: dict[str, Any]) -> None:
+        now = time.time()
+        phase = data["phase"]
+        self.latencies[phase].append((now - data["t"]) * 1000)
+        self.counts[phase] += 1
+        self.last[phase] = now
+        self.changed.set()
+
+
+class Client:
+    """One Socket.IO client on the default namespace."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, recorder: Recorder) -> None:
+        base = url.replace("http://", "ws://").replace("https://", "wss://")
+        self.url = f"{base}/socket.io/?EIO=4&transport=websocket"
+        self.session = session
+        self.recorder = recorder
+        self.acks: dict[int, asyncio.Future[Any]] = {}
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.reader: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        self.ws = await self.session.ws_connect(self.url, autoping=False, max_msg_size=0)
+        opened = await self.ws.receive_str(timeout=30)
+        if not opened.startswith("0"):
+            raise RuntimeError(f"unexpected Engine.IO open packet {opened!r}")
+        await self.ws.send_str("40")
+        connected = await self.ws.receive_str(timeout=30)
+        if not connected.startswith("40"):
+            raise RuntimeError(f"namespace connect refused: {connected!r}")
+        self.reader = asyncio.create_task(self.read())
+
+    async def read(self) -> None:
+        assert self.ws is not None
+        async for message in self.ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            text: str = message.data
+            if text.startswith("42"):
+                name, data = json.loads(text[2:])
+                if name == "tick":
+                    self.recorder.tick(data)
+            elif text == "2":
+                await self.ws.send_str("3")
+            elif text.startswith("43"):
+                bracket = text.index("[")
+                future = self.acks.pop(int(text[2:bracket]), None)
+                if future is not None:
+                    future.set_result(json.loads(text[bracket:])[0])
+
+    async def call(self, event: str, data: Any, ack: int, timeout: float = 30) -> Any:
+        assert self.ws is not None
+        future = asyncio.get_running_loop().create_future()
+        self.acks[ack] = future
+        await self.ws.send_str(f"42{ack}" + json.dumps([event, data]))
+        return await asyncio.wait_for(future, timeout)
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.reader is not None:
+            await asyncio.gather(self.reader, return_exceptions=True)
 
 
 async def main() -> None:
@@ -37,67 +115,53 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50, help="connects in flight")
     args = parser.parse_args()
     urls = args.urls.split(",")
+    recorder = Recorder()
 
-    latencies: dict[str, list[float]] = defaultdict(list)
-    counts: dict[str, int] = defaultdict(int)
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
-    changed = asyncio.Event()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        clients = [Client(session, urls[index % len(urls)], recorder) for index in range(args.clients)]
+        gate = asyncio.Semaphore(args.concurrency)
+        connect_ms: list[float] = []
 
-    def on_tick(data: dict[str, Any]) -> None:
-        now = time.time()
-        phase = data["phase"]
-        latencies[phase].append((now - data["t"]) * 1000)
-        counts[phase] += 1
-        first.setdefault(phase, now)
-        last[phase] = now
-        changed.set()
+        async def connect(client: Client) -> None:
+            async with gate:
+                started = time.perf_counter()
+                await client.connect()
+                connect_ms.append((time.perf_counter() - started) * 1000)
 
-    clients = [socketio.AsyncClient(reconnection=False) for _ in range(args.clients)]
-    for client in clients:
-        client.on("tick", on_tick)
+        connect_start = time.time()
+        await asyncio.gather(*(connect(client) for client in clients))
+        connect_end = time.time()
+        joined = await asyncio.gather(
+            *(client.call("join", {"room": args.room}, ack=1) for client in clients)
+        )
+        if not all(answer.get("ok") for answer in joined):
+            raise SystemExit(f"join refused: {joined[:3]}")
+        say(
+            {
+                "ready": True,
+                "clients": len(clients),
+                "connect_start": connect_start,
+                "connect_end": connect_end,
+                "connect_ms": connect_ms,
+            }
+        )
 
-    gate = asyncio.Semaphore(args.concurrency)
-    connect_times: list[float] = []
+        loop = asyncio.get_running_loop()
+        command = json.loads(await loop.run_in_executor(None, sys.stdin.readline))
+        expect: dict[str, int] = command["expect"]
+        deadline = time.monotonic() + command.get("timeout", 30)
 
-    async def connect(index: int, client: socketio.AsyncClient) -> None:
-        async with gate:
-            started = time.perf_counter()
-            await client.connect(urls[index % len(urls)], transports=["websocket"], wait_timeout=30)
-            connect_times.append((time.perf_counter() - started) * 1000)
+        def complete() -> bool:
+            return all(recorder.counts[phase] >= n * len(clients) for phase, n in expect.items())
 
-    connect_start = time.time()
-    await asyncio.gather(*(connect(index, client) for index, client in enumerate(clients)))
-    connect_end = time.time()
-    joined = await asyncio.gather(*(client.call("join", {"room": args.room}, timeout=30) for client in clients))
-    if not all(answer.get("ok") for answer in joined):
-        raise SystemExit(f"join refused: {joined[:3]}")
-    say(
-        {
-            "ready": True,
-            "clients": len(clients),
-            "connect_start": connect_start,
-            "connect_end": connect_end,
-            "connect_ms": connect_times,
-        }
-    )
-
-    loop = asyncio.get_running_loop()
-    command = json.loads(await loop.run_in_executor(None, sys.stdin.readline))
-    expect: dict[str, int] = command["expect"]
-    deadline = time.monotonic() + command.get("timeout", 30)
-
-    def complete() -> bool:
-        return all(counts[phase] >= n * len(clients) for phase, n in expect.items())
-
-    while not complete() and time.monotonic() < deadline:
-        changed.clear()
-        try:
-            await asyncio.wait_for(changed.wait(), timeout=max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            break
-    say({"latencies": latencies, "counts": counts, "first": first, "last": last})
-    await asyncio.gather(*(client.disconnect() for client in clients), return_exceptions=True)
+        while not complete() and time.monotonic() < deadline:
+            recorder.changed.clear()
+            try:
+                await asyncio.wait_for(recorder.changed.wait(), timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+        say({"latencies": recorder.latencies, "counts": recorder.counts, "last": recorder.last})
+        await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
 
 
 if __name__ == "__main__":

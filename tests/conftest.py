@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -11,6 +12,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.bakery import DATABASE_URL, DEFAULT_PYTHON, REDIS_URL, bake, superset_dependencies, venv_for
+from tests.report import REPORT_FILE, Figures
+
+# Reliability reports: this process's, or those the xdist workers sent back.
+_REPORTS: list[str] = []
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -61,3 +66,31 @@ class Bakery:
 @pytest.fixture(scope="session")
 def bakery(tmp_path_factory: pytest.TempPathFactory) -> Bakery:
     return Bakery(tmp_path_factory.mktemp("bakes"))
+
+
+@pytest.fixture(scope="session")
+def figures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Figures]:
+    """Figures measured by the reliability tests; written under basetemp and printed at the end."""
+    collected = Figures()
+    yield collected
+    if collected.rows:
+        path = tmp_path_factory.getbasetemp() / REPORT_FILE
+        path.write_text(collected.markdown())
+        _REPORTS.append(f"{collected.markdown()}\n(written to {path})")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["reliability_reports"] = list(_REPORTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    _REPORTS.extend(getattr(node, "workeroutput", {}).get("reliability_reports", []))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for report in _REPORTS:
+        terminalreporter.section("reliability report")
+        terminalreporter.write(report + "\n")

@@ -915,7 +915,8 @@ def test_release_then_serve_like_the_platform(
                 # The image's HEALTHCHECK, run inside the container as Docker runs it.
                 run(image_healthcheck(project), tree, platform_env, timeout=10)
             if "TRUSTED_HOSTS" in env:
-                stranger = httpx.get(f"{base}/health", headers={"Host": "evil.example"}, timeout=5)
+                # Probes pass whatever the Host; every other route checks it.
+                stranger = httpx.get(f"{base}/", headers={"Host": "evil.example"}, timeout=5)
                 assert stranger.status_code == 400
             if postgres:
                 ready = httpx.get(f"{base}/health/ready", headers={"Host": host}, timeout=5)

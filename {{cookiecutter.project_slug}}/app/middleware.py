@@ -5,7 +5,6 @@ import logging
 import re
 import uuid
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.log import request_id_var
@@ -14,6 +13,18 @@ logger = logging.getLogger(__name__)
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 HEALTH_PATHS = frozenset({"/health", "/health/ready"})
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of request header `name` (lower case), or None.
+
+    A plain loop over the raw headers, cheaper than building a `Headers` object
+    in each middleware for every request.
+    """
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 async def send_json(
@@ -46,7 +57,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get("x-request-id", "")
+        incoming = header(scope, b"x-request-id") or ""
         request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         response_started = False
@@ -138,7 +149,7 @@ class TrustedHostMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        host = Headers(scope=scope).get("host", "").rsplit(":", 1)[0].strip("[]").lower()
+        host = (header(scope, b"host") or "").rsplit(":", 1)[0].strip("[]").lower()
         if self.is_allowed(host):
             await self.app(scope, receive, send)
         elif scope["type"] == "http":
@@ -162,7 +173,15 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
+        declared = header(scope, b"content-length")
+        if (
+            declared is None
+            and scope.get("http_version") in ("1.0", "1.1")
+            and header(scope, b"transfer-encoding") is None
+        ):
+            # HTTP/1 without Content-Length or Transfer-Encoding: no body follows.
+            await self.app(scope, receive, send)
+            return
         if declared is not None:
             if not declared.isdigit():
                 await send_json(send, 400, "Invalid Content-Length header")

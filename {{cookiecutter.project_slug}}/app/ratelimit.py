@@ -103,6 +103,8 @@ async def default_limit(request: Request, response: Response) -> None:
     routes of included routers, so the middleware silently leaves them unlimited
     (slowapi issue #281). A dependency runs after routing and knows the route.
     """
+    if not limiter.enabled:
+        return
 {% if cookiecutter.use_redis %}
     # slowapi's storage calls block; in a worker thread they leave the event loop free.
     await run_in_threadpool(_check_default_limit, request, response)

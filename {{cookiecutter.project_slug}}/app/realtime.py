@@ -20,7 +20,7 @@ import hmac
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Annotated, Any
 
@@ -74,6 +74,16 @@ def _refusal(error: ValidationError) -> dict[str, Any]:
     return {"ok": False, "error": f"{'.'.join(map(str, first['loc']))}: {first['msg']}"}
 
 
+async def _in_room(data: object, action: Callable[[str], Awaitable[None]]) -> dict[str, Any]:
+    """Validate a `{"room": ...}` payload, then enter or leave that room."""
+    try:
+        request = JoinRequest.model_validate(data)
+    except ValidationError as error:
+        return _refusal(error)
+    await action(request.room)
+    return {"ok": True}
+
+
 def create_server(settings: Settings) -> socketio.AsyncServer:
     """The Socket.IO server, with the same CORS origins as the HTTP API."""
 {% if cookiecutter.use_redis %}
@@ -111,20 +121,10 @@ def create_server(settings: Settings) -> socketio.AsyncServer:
         await sio.save_session(sid, {"subject": subject})
 
     async def join(sid: str, data: object) -> dict[str, Any]:
-        try:
-            request = JoinRequest.model_validate(data)
-        except ValidationError as error:
-            return _refusal(error)
-        await sio.enter_room(sid, request.room)
-        return {"ok": True}
+        return await _in_room(data, lambda room: sio.enter_room(sid, room))
 
     async def leave(sid: str, data: object) -> dict[str, Any]:
-        try:
-            request = JoinRequest.model_validate(data)
-        except ValidationError as error:
-            return _refusal(error)
-        await sio.leave_room(sid, request.room)
-        return {"ok": True}
+        return await _in_room(data, lambda room: sio.leave_room(sid, room))
 
     async def message(sid: str, data: object) -> dict[str, Any]:
         try:

@@ -22,8 +22,10 @@ dropped at the end; tables are emptied after every test.
 {% if cookiecutter.use_postgres %}
 import asyncio
 {% endif %}
+{% if cookiecutter.use_postgres or cookiecutter.use_redis %}
 import os
 import uuid
+{% endif %}
 from collections.abc import AsyncIterator{{ ", Iterator" if cookiecutter.use_postgres else "" }}
 from pathlib import Path
 

@@ -94,6 +94,24 @@ async def test_invalid_input_is_422_json(client: httpx.AsyncClient) -> None:
     for response in await asyncio.gather(*cases):
         assert response.status_code == 422, (response.request.url, response.text)
         assert response.json()["detail"]
+
+
+async def test_text_the_database_cannot_store_is_422(client: httpx.AsyncClient) -> None:
+    # Raw JSON: a NUL character, a lone surrogate, and numbers JSON has no word for.
+    bodies = [
+        '{"name": "nul\\u0000"}',
+        '{"name": "ok", "description": "\\ud800"}',
+        '{"name": "\\udfff\\ud800"}',
+        '{"name": NaN}',
+        '{"name": 1e999}',
+    ]
+    json_type = {"content-type": "application/json"}
+    responses = [await client.post("/items", content=body, headers=json_type) for body in bodies]
+
+    for body, response in zip(bodies, responses, strict=True):
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["detail"][0]["msg"], body
+    assert (await client.get("/items")).json()["total"] == 0
 {% if cookiecutter.use_redis %}
 
 

@@ -1,9 +1,11 @@
 """Socket.IO against a live uvicorn process, with the real python-socketio client."""
 
 import asyncio
-{% if cookiecutter.use_redis %}
 import os
-{% endif %}
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 import socketio
 
 from app.realtime import issue_token
-from tests.live import live_server
+from tests.live import PROJECT_ROOT, free_port, live_server, wait_for
 
 SECRET = "test-secret-" + "x" * 32
 
@@ -108,6 +110,63 @@ async def test_http_bridge_emits_to_the_room(
     assert accepted.status_code == 202
     assert await member.receive(timeout=5) == ["notice", {"n": 1}]
     assert reserved.status_code == 422
+
+
+async def test_emitted_data_nested_too_deep_is_422(server: str) -> None:
+    def nested(depth: int) -> dict[str, object]:
+        data: dict[str, object] = {}
+        for _ in range(depth):
+            data = {"a": data}
+        return data
+
+    async with httpx.AsyncClient(base_url=server) as http:
+        shallow = await http.post("/realtime/rooms/r/emit", json={"data": nested(10)})
+        deep = await http.post("/realtime/rooms/r/emit", json={"data": nested(500)})
+
+    assert shallow.status_code == 202
+    assert deep.status_code == 422
+    assert "deeper than" in deep.json()["detail"][0]["msg"]
+
+
+def test_a_stop_releases_long_polling_clients_at_once(tmp_path: Path) -> None:
+    """SIGTERM closes the Socket.IO sessions first: a pending long poll does not hold the stop."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # Default ping settings: a long poll would stay open up to 25 s.
+    env = server_env(tmp_path, SOCKETIO_PING_INTERVAL="25", SOCKETIO_PING_TIMEOUT="20")
+    with (tmp_path / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def stop_while_polling() -> tuple[float, list[object]]:
+        client = socketio.AsyncClient(reconnection=False)
+        reasons: list[object] = []
+        client.on("disconnect", reasons.append)
+        await client.connect(base, transports=["polling"], wait_timeout=5)
+        await asyncio.sleep(0.5)  # the client's next poll is now waiting on the server
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 10)
+        elapsed = time.monotonic() - started
+        await client.disconnect()
+        return elapsed, reasons
+
+    try:
+        wait_for(f"{base}/health", process)
+        elapsed, reasons = asyncio.run(stop_while_polling())
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert elapsed < 8
+    assert reasons, "the client never saw the session end"
+    assert "Cancel" not in (tmp_path / "server.log").read_text()
 
 
 async def test_cors_headers_are_sent_once(server: str) -> None:
