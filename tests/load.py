@@ -66,6 +66,7 @@ class VirtualClient:
     number: int
     address: str
     rng: random.Random
+    mix: dict[str, int]
     deletable: list[int] = field(default_factory=list)
     created: int = 0
 
@@ -83,13 +84,19 @@ class Traffic:
         seed: int = 0,
         timeout: float = 30.0,
         room: str = "load",
+        writers: int = 0,
     ) -> None:
+        """`writers` of the clients only create items, so they run into the route's own limit."""
         self.base = base
-        self.mix = mix or DEFAULT_MIX
         self.timeout = timeout
         self.room = room
         self.clients = [
-            VirtualClient(n, f"10.{network}.{n // 200}.{n % 200 + 1}", random.Random(seed * 100_003 + n))
+            VirtualClient(
+                n,
+                f"10.{network}.{n // 200}.{n % 200 + 1}",
+                random.Random(seed * 100_003 + n),
+                {"create": 1} if n < writers else (mix or DEFAULT_MIX),
+            )
             for n in range(clients)
         ]
         self.tag = uuid.uuid4().hex[:8]
@@ -132,7 +139,7 @@ class Traffic:
         return httpx.AsyncClient(base_url=self.base, timeout=self.timeout, verify=_TLS)
 
     async def _virtual_client(self, vc: VirtualClient) -> None:
-        ops, weights = zip(*self.mix.items(), strict=True)
+        ops, weights = zip(*vc.mix.items(), strict=True)
         async with self._client() as client:
             while not self.stop.is_set():
                 op = vc.rng.choices(ops, weights)[0]

@@ -17,9 +17,7 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
-import time
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -31,8 +29,9 @@ import jsonschema
 import pytest
 import yaml
 
+from tests import servers
 from tests.bakery import ROOT, TARGETS, free_port, run
-from tests.servers import drop_scratch_database, scratch_database
+from tests.servers import serving
 
 CONTAINER_TARGETS = ("docker-compose", "railway", "cloud-run", "kubernetes", "fly", "render")
 MY_TARGETS = ("docker-compose", "railway", "fly", "render")
@@ -241,46 +240,14 @@ def path_env(venv: Path, **values: str) -> dict[str, str]:
     return keep | {"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"} | values
 
 
-def wait_for(
-    url: str, headers: dict[str, str], process: subprocess.Popen[bytes], timeout: float = 30
-) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited {process.returncode} before answering {url}")
-        with contextlib.suppress(httpx.TransportError):
-            response = httpx.get(url, headers=headers, timeout=2)
-            if response.status_code == 200:
-                return
-            last = f"{response.status_code} {response.text}"
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer 200 within {timeout} s: {last}")
-
-
 @contextlib.contextmanager
 def server(
     command: list[str], cwd: Path, env: dict[str, str], port: int, host: str, log: Path
 ) -> Iterator[str]:
     """Run a start command until the block ends, then SIGTERM it and require a clean stop."""
     base = f"http://127.0.0.1:{port}"
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT)
-        try:
-            try:
-                wait_for(f"{base}/health", {"Host": host}, process)
-            except AssertionError as error:
-                raise AssertionError(f"{error}\n{log.read_text()[-4000:]}") from None
-            yield base
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                code = process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                raise
-    assert code in (0, -signal.SIGTERM), f"server exited {code}:\n{log.read_text()[-4000:]}"
+    with serving(command, cwd, env, f"{base}/health", log, headers={"Host": host}):
+        yield base
 
 
 def migration_heads(project: Path) -> set[str]:
@@ -314,15 +281,9 @@ def assert_serves_both_families(port: int, host: str) -> None:
         assert response.status_code == 200, (address, response.text)
 
 
-@contextlib.contextmanager
-def scratch(venv: Path, project: Path, services: dict[str, str]) -> Iterator[str]:
+def scratch(venv: Path, project: Path, services: dict[str, str]) -> contextlib.AbstractContextManager[str]:
     """A fresh database on the real PostgreSQL, dropped at the end."""
-    python = venv / "bin" / "python"
-    url = scratch_database(python, project, services["DATABASE_URL"], f"deploy_{uuid.uuid4().hex[:12]}")
-    try:
-        yield url
-    finally:
-        drop_scratch_database(python, project, services["DATABASE_URL"], url)
+    return servers.scratch(venv / "bin" / "python", project, services["DATABASE_URL"], "deploy")
 
 
 def secret() -> str:

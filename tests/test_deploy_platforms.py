@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from tests.bakery import CONTEXT, TARGETS, free_port, leftover_jinja, run
-from tests.servers import drop_scratch_database, env_with, scratch_database, serving
+from tests.servers import drop_scratch_database, env_with, scratch, scratch_database, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "tests" / "schemas"
@@ -131,13 +131,8 @@ def at_head(python: Path, project: Path, env: dict[str, str]) -> None:
 @pytest.fixture
 def database(venv: Path, services: dict[str, str], bakery: Any) -> Iterator[str]:
     """A scratch PostgreSQL database (its URL), dropped afterwards."""
-    project = bakery()
-    python = venv / "bin" / "python"
-    url = scratch_database(python, project, services["DATABASE_URL"], f"deploy_{uuid.uuid4().hex[:12]}")
-    try:
+    with scratch(venv / "bin" / "python", bakery(), services["DATABASE_URL"], "deploy") as url:
         yield url
-    finally:
-        drop_scratch_database(python, project, services["DATABASE_URL"], url)
 
 
 def socket_url(url: str, cloudsql: Path, instance: str) -> str:
