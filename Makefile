@@ -6,7 +6,7 @@ UV := $(VENV)/bin/uv
 # time goes to waiting on subprocesses and servers.
 WORKERS ?= 3
 
-.PHONY: test demo clean
+.PHONY: test demo bench clean
 
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: $(VENV)/.ready  ## Generate the default project and serve it on embedded d
 	rm -rf build/demo
 	$(VENV)/bin/cookiecutter . --no-input --output-dir build/demo
 	cd build/demo/my-service && UV_PYTHON_DOWNLOADS=never ../../../$(UV) run uvicorn app.main:app --port 8000
+
+bench: $(VENV)/.ready  ## Benchmark the default project against bare FastAPI and Starlette (needs wrk)
+	$(VENV)/bin/python bench/run.py
 
 clean:
 	rm -rf $(VENV) build

@@ -65,7 +65,7 @@ class Client:
         self.reader: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
-        self.ws = await self.session.ws_connect(self.url, autoping=False, max_msg_size=0)
+        self.ws = await self.session.ws_connect(self.url, max_msg_size=0)
         opened = await self.ws.receive_str(timeout=30)
         if not opened.startswith("0"):
             raise RuntimeError(f"unexpected Engine.IO open packet {opened!r}")
@@ -160,7 +160,19 @@ async def main() -> None:
                 await asyncio.wait_for(recorder.changed.wait(), timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 break
-        say({"latencies": recorder.latencies, "counts": recorder.counts, "last": recorder.last})
+        ended = [client.reader for client in clients if client.reader is not None and client.reader.done()]
+        dropped = len(ended)
+        errors = {repr(task.exception()) for task in ended if task.exception() is not None}
+        if errors:
+            print(f"client readers failed: {sorted(errors)[:3]}", file=sys.stderr, flush=True)
+        say(
+            {
+                "latencies": recorder.latencies,
+                "counts": recorder.counts,
+                "last": recorder.last,
+                "dropped": dropped,
+            }
+        )
         await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
 
 

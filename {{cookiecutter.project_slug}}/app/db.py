@@ -21,10 +21,13 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 # Errors that mean "the database cannot be reached", answered 503 rather than 500.
+# Any other DBAPIError counts only when SQLAlchemy saw the connection drop under it
+# (for example reset in the middle of a query); see `database_unavailable`.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     exc.OperationalError,
     exc.InterfaceError,
     exc.TimeoutError,
+    exc.DBAPIError,
     ConnectionError,
     TimeoutError,
 )
@@ -117,6 +120,16 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def database_unavailable(_request: Request, error: Exception) -> JSONResponse:
-    """Answer 503 when the database cannot be reached, without the error's text."""
+    """Answer 503 when the database cannot be reached, without the error's text.
+
+    A database error that is not about the connection (a constraint, bad data) is
+    a bug: it is raised again, and answered 500 and logged with its traceback.
+    """
+    if (
+        isinstance(error, exc.DBAPIError)
+        and not isinstance(error, exc.OperationalError | exc.InterfaceError)
+        and not error.connection_invalidated
+    ):
+        raise error
     logger.warning("Database unavailable: %s", type(error).__name__)
     return JSONResponse({"detail": "Database unavailable"}, status_code=503)

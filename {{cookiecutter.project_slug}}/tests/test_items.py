@@ -1,13 +1,14 @@
 import asyncio
 
 import httpx
+from sqlalchemy import exc{{ ", text" if cookiecutter.use_redis else "" }}
 {% if cookiecutter.use_redis %}
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 {% endif %}
 
+from app.main import create_app
 from app.settings import Settings
-from tests.support import client_for
+from tests.support import client_for, client_on, find_fastapi
 
 
 async def create(client: httpx.AsyncClient, name: str, description: str = "") -> dict[str, object]:
@@ -157,3 +158,29 @@ async def test_database_outage_is_503_json(settings: Settings) -> None:
     for response in responses:
         assert response.status_code == 503
         assert response.json() == {"detail": "Database unavailable"}
+
+
+async def test_a_connection_dropped_mid_query_is_503_other_database_errors_500(
+    settings: Settings,
+) -> None:
+    app = create_app(settings)
+    api = find_fastapi(app)
+    dropped = exc.DBAPIError("SELECT 1", {}, OSError("reset"), connection_invalidated=True)
+    broken = exc.DBAPIError("SELECT 1", {}, ValueError("bad data"))
+
+    @api.get("/dropped")
+    async def drop() -> None:
+        raise dropped
+
+    @api.get("/broken")
+    async def break_() -> None:
+        raise broken
+
+    async with client_on(app) as client:
+        unavailable = await client.get("/dropped")
+        failed = await client.get("/broken")
+
+    assert unavailable.status_code == 503
+    assert unavailable.json() == {"detail": "Database unavailable"}
+    assert failed.status_code == 500
+    assert failed.json() == {"detail": "Internal server error"}

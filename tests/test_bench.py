@@ -1,0 +1,58 @@
+"""The benchmark script still runs: a quick pass over every part, on real services.
+
+The measurements themselves are not checked here (a second per endpoint on a
+shared machine means nothing); `make bench` runs the real thing. This only keeps
+bench/run.py from rotting: it bakes, serves, drives every endpoint and both
+Socket.IO setups, and writes its table, JSON and chart.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bakery import ROOT, run
+
+pytestmark = pytest.mark.xdist_group("bench")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_benchmark_writes_a_table_and_a_chart(
+    services: dict[str, str], venv: Path, tmp_path: Path
+) -> None:
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is not installed (it is in .ci/run's APT_PACKAGES)")
+    result = run(
+        [sys.executable, ROOT / "bench" / "run.py", "--quick", "--output", tmp_path], ROOT, timeout=300
+    )
+
+    table = (tmp_path / "results.md").read_text()
+    assert table in result.stdout
+    for row in (
+        "| GET /health |",
+        "| GET /items/{id} from the database",
+        "| GET /items/{id} from the Redis cache |",
+        "| POST /items |",
+        "| GET /, rate-limited (Redis storage) |",
+        "| GET /, rate limiting off |",
+        "| Emit-to-receive p99, ms |",
+        "| Cold start to the first 200 on /health",
+        "| Bake the default project with the cookiecutter CLI",
+    ):
+        assert row in table, row
+    assert (tmp_path / "throughput.png").read_bytes().startswith(PNG_SIGNATURE)
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    # Every HTTP target of every row answered 2xx and was timed.
+    rounds = [load for measured in results["http"].values() for load in measured["rounds"]]
+    assert len(results["http"]) == 16
+    assert all(load["rps"] > 0 and load["requests"] > 0 and load["cpu_us"] > 0 for load in rounds)
+    # Every broadcast reached every Socket.IO client, on the app and on bare python-socketio.
+    for kind in ("app", "ceiling"):
+        assert results["socketio"][kind]["lost"] == 0
+    assert len(results["targets"]) == 8
