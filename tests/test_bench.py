@@ -36,7 +36,7 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
     for row in (
         "| GET /health |",
         "| GET /items/{id} from the database",
-        "| GET /items/{id} from the Redis cache |",
+        "| GET /items/{id} from the Redis cache* |",
         "| POST /items |",
         "| GET /, rate-limited (Redis storage) |",
         "| GET /, rate limiting off |",

@@ -378,7 +378,7 @@ def report_run(figures: Figures, scenario: str, samples: list[Sample]) -> None:
     figures.add(scenario, "answers by status", summary.get("statuses", {}))
     failed = sum(1 for s in samples if s.status is not None and s.status >= 500 and s.op != "ready")
     figures.add(scenario, "connection errors", summary.get("errors", 0))
-    figures.add(scenario, "5xx (503 on readiness not counted)", failed)
+    figures.add(scenario, "5xx answers (readiness excluded)", failed)
     figures.add(scenario, "latency ms", summary.get("latency_ms", {}))
 
 
@@ -428,6 +428,11 @@ def test_load_mix_is_answered_loses_no_write_and_memory_stays_bounded(
 
     samples = [sample for traffic in runs for sample in traffic.samples]
     scenario_name = f"Load ({CLIENTS} clients, {LOAD_RUNS} x {LOAD_SECONDS:.0f} s + warm-up)"
+    figures.note(
+        "Every scenario runs baked projects in production mode (all features, PostgreSQL, Redis) over "
+        "loopback for a few seconds at a time; the client runs in the test process on the same machine, "
+        "so throughput and latency depend on the machine and are reported, never asserted."
+    )
     report_run(figures, scenario_name, samples)
     wrong = outside(samples, EXPECTED)
     assert not wrong, f"{len(wrong)} unexpected answers or errors:\n{show(wrong)}"
