@@ -2,11 +2,11 @@
 
 Run by bench/run.py with the generated project's virtualenv. The clients speak
 the Socket.IO protocol (v5 over Engine.IO v4, WebSocket transport) themselves on
-aiohttp WebSockets: python-socketio's own client spends about ten times more
-CPU per received event, and with a thousand of them on two cores the clients,
-not the servers, would set the latency being measured. Each client connects,
-answers pings, joins one room with an acknowledgement and records every `tick`
-event. The clients are spread round-robin over the given URLs.
+aiohttp WebSockets: python-socketio's own client spends about 1.6 times the
+CPU per received event (measured here), and with a thousand clients sharing the
+machine with the servers, that cost shows up in the latency being measured.
+Each client connects, answers pings, joins one room with an acknowledgement and
+records every `tick` event. The clients are spread round-robin over the URLs.
 
 Once every client has joined, the process prints one JSON line and reads
 commands, one JSON object per line on stdin:
