@@ -31,7 +31,7 @@ from tests.bakery import (
 FEATURE_WORDS = {
     "use_postgres": ["sqlalchemy", "alembic", "asyncpg", "database_url", "postgres", "sqlite"],
     "use_redis": ["redis"],
-    "use_socketio": ["socketio", "socket.io", "realtime"],
+    "use_socketio": ["socketio", "socket.io", "app.realtime", "realtime.py", "/realtime"],
     "use_rate_limit": ["slowapi", "rate_limit", "ratelimit", "rate limit", "rate-limit"],
     "use_sentry": ["sentry"],
 }
