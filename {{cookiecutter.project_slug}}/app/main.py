@@ -35,7 +35,6 @@ from app.log import configure_logging
 from app.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
-    SecurityHeadersMiddleware,
     TrustedHostMiddleware,
 )
 {% if cookiecutter.use_rate_limit %}
@@ -159,9 +158,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             expose_headers=["X-Request-ID"],
         )
     api.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
-    api.add_middleware(RequestContextMiddleware)
     # Inside the proxy-headers middleware, so it sees the scheme the client used.
-    api.add_middleware(SecurityHeadersMiddleware)
+    api.add_middleware(RequestContextMiddleware)
     api.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
 {% if cookiecutter.use_socketio %}
     # Socket.IO answers /socket.io/ and hands everything else, lifespan included, to the API.

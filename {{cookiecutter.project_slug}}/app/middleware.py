@@ -42,12 +42,30 @@ async def send_json(
     await send({"type": "http.response.body", "body": body})
 
 
+# Added to every answer; the app's own value wins where it set one.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+# The API answers JSON: a browser may load and frame nothing. Not on the
+# interactive docs (under `/docs`), whose pages run scripts.
+CONTENT_SECURITY_POLICY = (
+    b"content-security-policy",
+    b"default-src 'none'; frame-ancestors 'none'",
+)
+# Only on requests that came over HTTPS, directly or through a proxy trusted
+# with X-Forwarded-Proto (FORWARDED_ALLOW_IPS).
+STRICT_TRANSPORT_SECURITY = (b"strict-transport-security", b"max-age=31536000")
+
+
 class RequestContextMiddleware:
-    """Give each request an id (`X-Request-ID`) and answer unhandled errors with 500 JSON.
+    """Request ids, security headers, and 500 JSON for unhandled errors, in one pass.
 
     An incoming `X-Request-ID` made of safe characters is kept, so a proxy's id
-    follows the request; otherwise a new one is made. An exception that escapes
-    the app is logged once with its traceback and answered without it.
+    follows the request; otherwise a new one is made. Every answer carries it and
+    the security headers above. An exception that escapes the app is logged once
+    with its traceback and answered without it.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -60,68 +78,30 @@ class RequestContextMiddleware:
         incoming = header(scope, b"x-request-id") or ""
         request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        extra = [*SECURITY_HEADERS, (b"x-request-id", request_id.encode())]
+        if not scope["path"].startswith("/docs"):
+            extra.append(CONTENT_SECURITY_POLICY)
+        if scope.get("scheme") == "https":
+            extra.append(STRICT_TRANSPORT_SECURITY)
         response_started = False
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             nonlocal response_started
             if message["type"] == "http.response.start":
                 response_started = True
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            logger.exception("Unhandled error on %s %s", scope["method"], scope["path"])
-            if not response_started:
-                await send_json(send, 500, "Internal server error", {"x-request-id": request_id})
-        finally:
-            request_id_var.reset(token)
-
-
-class SecurityHeadersMiddleware:
-    """Add conservative security headers to every HTTP response.
-
-    The API answers JSON, so its content security policy lets a browser load and
-    frame nothing; the interactive docs pages (under `/docs`), which run scripts,
-    get every header but that one. Strict-Transport-Security is only sent on
-    requests that came over HTTPS, directly or through a proxy trusted with
-    X-Forwarded-Proto (FORWARDED_ALLOW_IPS). A header the app set itself is kept.
-    """
-
-    HEADERS = (
-        (b"x-content-type-options", b"nosniff"),
-        (b"x-frame-options", b"DENY"),
-        (b"referrer-policy", b"no-referrer"),
-    )
-    CONTENT_SECURITY_POLICY = (
-        b"content-security-policy",
-        b"default-src 'none'; frame-ancestors 'none'",
-    )
-    STRICT_TRANSPORT_SECURITY = (b"strict-transport-security", b"max-age=31536000")
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        extra = list(self.HEADERS)
-        if not scope["path"].startswith("/docs"):
-            extra.append(self.CONTENT_SECURITY_POLICY)
-        if scope.get("scheme") == "https":
-            extra.append(self.STRICT_TRANSPORT_SECURITY)
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 message["headers"] = headers + [item for item in extra if item[0] not in present]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            logger.exception("Unhandled error on %s %s", scope["method"], scope["path"])
+            if not response_started:
+                await send_json(send_with_headers, 500, "Internal server error")
+        finally:
+            request_id_var.reset(token)
 
 
 class TrustedHostMiddleware:
