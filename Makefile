@@ -11,7 +11,7 @@ WORKERS ?= 3
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet uv
-	$(UV) pip install --quiet --python $(VENV)/bin/python --group dev
+	$(UV) pip install --quiet --compile-bytecode --python $(VENV)/bin/python --group dev
 	touch $@
 
 test: $(VENV)/.ready  ## Run the template's whole test suite

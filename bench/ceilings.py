@@ -7,12 +7,22 @@ engine, session settings and cache, and nothing else: no middleware, no
 dependencies, no rate limiting, no Socket.IO wrapper. What the generated app
 loses against these is what its plumbing costs.
 
-Entries: `ceilings:starlette_app`, `ceilings:fastapi_app`, and `ceilings:socketio_app`
-(bare python-socketio on the same Redis channel, with a bare Starlette emit route).
+Entries: `ceilings:starlette_app`, `ceilings:fastapi_app`, `ceilings:socketio_app`
+(bare python-socketio on the same Redis channel, with a bare Starlette emit route)
+and `ceilings:plain_websocket_app` (the same broadcasts on plain WebSockets).
+
+`fastapi_app` also serves GET / behind three ways to apply the same Redis-backed
+limit, the alternatives the report compares: slowapi with its storage calls in a
+worker thread (what the generated app does), slowapi on the event loop (what
+slowapi's own middleware and decorator do), and the async storage of `limits`,
+the library slowapi is built on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -24,14 +34,21 @@ from app.cache import Cache, create_redis
 from app.db import create_engine, create_sessionmaker
 from app.health import Liveness
 from app.items import Item, ItemCreate, ItemId, ItemRead
+from app.ratelimit import STORAGE_TIMEOUT_SECONDS, create_limiter
 from app.settings import get_settings
 from fastapi import FastAPI, HTTPException, status
+from fastapi.concurrency import run_in_threadpool
+from limits import parse
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import FixedWindowRateLimiter
 from pydantic import BaseModel
+from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 settings = get_settings()
 
@@ -202,6 +219,47 @@ async def f_create(payload: ItemCreate) -> ItemRead:
     return created
 
 
+# --- rate limiting alternatives, on bare FastAPI ------------------------------------
+
+# The project's own slowapi limiter (RATE_LIMIT_DEFAULT, on REDIS_URL), and the same
+# limit on the async Redis storage of `limits`, with the same timeouts.
+slowapi_limiter = create_limiter(settings)
+async_limit = parse(settings.rate_limit_default)
+async_limiter = FixedWindowRateLimiter(
+    RedisStorage(
+        f"async+{settings.redis_url}",
+        implementation="redispy",
+        socket_timeout=STORAGE_TIMEOUT_SECONDS,
+        socket_connect_timeout=STORAGE_TIMEOUT_SECONDS,
+        key_prefix=f"{settings.cache_key_prefix}alt-ratelimit",
+    )
+)
+
+
+def _refused() -> HTTPException:
+    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "Rate limit exceeded")
+
+
+@fastapi_app.get("/limited/slowapi-thread")
+async def f_limited_slowapi_thread(request: Request) -> ServiceInfo:
+    await run_in_threadpool(slowapi_limiter._check_request_limit, request, f_limited_slowapi_thread, True)
+    return handlers.root()
+
+
+@fastapi_app.get("/limited/slowapi-loop")
+async def f_limited_slowapi_loop(request: Request) -> ServiceInfo:
+    slowapi_limiter._check_request_limit(request, f_limited_slowapi_loop, True)
+    return handlers.root()
+
+
+@fastapi_app.get("/limited/limits-async")
+async def f_limited_limits_async(request: Request) -> ServiceInfo:
+    client = request.client.host if request.client else "unknown"
+    if not await async_limiter.hit(async_limit, client, "root"):
+        raise _refused()
+    return handlers.root()
+
+
 # --- bare python-socketio ---------------------------------------------------------
 
 _manager = (
@@ -242,4 +300,89 @@ socketio_app = socketio.ASGIApp(
         ],
         lifespan=_sio_lifespan,
     ),
+)
+
+
+# --- plain WebSocket fan-out: the floor under python-socketio ------------------------------
+#
+# Just enough of the protocol for bench/sio_clients.py (Engine.IO 4 open and pings,
+# Socket.IO 5 connect, `join` with an acknowledgement, events), on Starlette's
+# WebSocket, with emits fanned out through Redis pub/sub like the Redis manager's:
+# one `send_text` per client, in turn, without python-socketio's task and queue per
+# client and event.
+
+PLAIN_CHANNEL = f"{settings.cache_key_prefix}plain-ws"
+plain_rooms: dict[str, set[WebSocket]] = {}
+OPEN_PACKET = "0" + json.dumps(
+    {"sid": "plain", "upgrades": [], "pingInterval": 25000, "pingTimeout": 20000, "maxPayload": 1000000}
+)
+
+
+async def plain_socket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text(OPEN_PACKET)
+    rooms: list[str] = []
+    try:
+        while True:
+            text = await websocket.receive_text()
+            if text == "40":
+                await websocket.send_text('40{"sid":"plain"}')
+            elif text.startswith("42"):
+                bracket = text.index("[")
+                ack = text[2:bracket]
+                name, data = json.loads(text[bracket:])
+                if name == "join":
+                    plain_rooms.setdefault(data["room"], set()).add(websocket)
+                    rooms.append(data["room"])
+                if ack:
+                    await websocket.send_text(f"43{ack}" + json.dumps([{"ok": True}]))
+    except WebSocketDisconnect:
+        pass
+    finally:
+        for room in rooms:
+            plain_rooms[room].discard(websocket)
+
+
+async def plain_fan_out(redis: Redis) -> None:
+    async with redis.pubsub() as pubsub:
+        await pubsub.subscribe(PLAIN_CHANNEL)
+        async for message in pubsub.listen():
+            if message["type"] != "message":
+                continue
+            emit = json.loads(message["data"])
+            packet = "42" + json.dumps([emit["event"], emit["data"]])
+            for websocket in list(plain_rooms.get(emit["room"], ())):
+                with contextlib.suppress(Exception):  # a client that just left
+                    await websocket.send_text(packet)
+
+
+async def plain_emit(request: Request) -> Response:
+    payload = await request.json()
+    emit = {
+        "room": request.path_params["room"],
+        "event": payload.get("event", "message"),
+        "data": payload.get("data", {}),
+    }
+    await handlers.redis.publish(PLAIN_CHANNEL, json.dumps(emit))  # type: ignore[union-attr]
+    return JSONResponse({"room": emit["room"]}, status_code=202)
+
+
+@asynccontextmanager
+async def _plain_lifespan(app: Any) -> AsyncIterator[None]:
+    async with lifespan(app):
+        listener = asyncio.create_task(plain_fan_out(handlers.redis))  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+
+plain_websocket_app = Starlette(
+    routes=[
+        Route("/health", s_health),
+        Route("/realtime/rooms/{room}/emit", plain_emit, methods=["POST"]),
+        WebSocketRoute("/socket.io/", plain_socket),
+    ],
+    lifespan=_plain_lifespan,
 )

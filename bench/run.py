@@ -54,6 +54,7 @@ from tests.bakery import (  # noqa: E402
     clean_env,
     free_port,
     run,
+    runtime_dependencies,
     superset_dependencies,
     venv_for,
 )
@@ -107,9 +108,9 @@ class Settings:
 
 
 FULL = Settings(
-    seconds=5,
+    seconds=4,
     warmup=2,
-    rounds=3,
+    rounds=5,
     sio_clients=1000,
     sio_processes=2,
     sio_emits=40,
@@ -355,6 +356,22 @@ class Row:
 
 
 @dataclass
+class Alternative:
+    """A way to apply the same Redis-backed limit, on bare FastAPI, next to the route unlimited."""
+
+    key: str
+    label: str
+    limited: Target
+    unlimited: Target
+
+
+def targets_of(item: Row | Alternative) -> tuple[Target, ...]:
+    if isinstance(item, Row):
+        return (item.app, item.fastapi, item.starlette)
+    return (item.limited, item.unlimited)
+
+
+@dataclass
 class Measured:
     rps: float
     p50_ms: float
@@ -373,15 +390,24 @@ def median_of(loads: list[Load]) -> Measured:
     )
 
 
+def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """The median over rounds of a's throughput ÷ b's, each pair measured back to back.
+
+    On a shared machine the speed of a CPU drifts by tens of percent within
+    seconds; a ratio taken within a round sees both sides at about the same speed.
+    """
+    return statistics.median(x["rps"] / y["rps"] for x, y in zip(a["rounds"], b["rounds"], strict=True))
+
+
 def measure_http(
-    rows: list[list[Row]], settings: Settings, pinning: Pinning, run_id: str
+    items: list[list[Row | Alternative]], settings: Settings, pinning: Pinning, run_id: str
 ) -> dict[str, Measured]:
     """Drive every target of each group back to back, alternating the order each round."""
     groups = []
-    for group in rows:
+    for group in items:
         targets: dict[str, Target] = {}
-        for row in group:
-            for target in (row.app, row.fastapi, row.starlette):
+        for item in group:
+            for target in targets_of(item):
                 targets.setdefault(target.key, target)
         groups.append(list(targets.values()))
 
@@ -514,6 +540,10 @@ def measure_socketio(
         "lost": expected - len(latencies) - delivered,
         # Both instances' CPU time per event delivered to a client (HTTP emits included).
         "cpu_us_per_delivery": cpu / max(len(latencies) + delivered, 1) * 1e6,
+        # The client processes' CPU time per received event (connects included).
+        "client_cpu_us_per_delivery": sum(report.get("cpu_seconds", 0.0) for report in reports)
+        / max(len(latencies) + delivered, 1)
+        * 1e6,
     }
 
 
@@ -606,8 +636,9 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"HTTP: one uvicorn worker, `wrk` with {CONNECTIONS} connections, {options['rounds']} "
-            f"alternating rounds of {options['seconds']} s per target, medians. "
-            "CPU is the server's CPU time per request.",
+            f"rounds of {options['seconds']} s per target, the targets of a row back to back in an order "
+            "that rotates each round. Throughput, latency and CPU (the server's CPU time per request) "
+            "are medians over rounds; a ratio is the median of the ratios within each round.",
             "",
             "| Endpoint | App req/s | App p50 / p99 ms | App CPU µs/req | Bare FastAPI req/s | App ÷ FastAPI "
             "| Bare Starlette req/s | App ÷ Starlette |",
@@ -617,8 +648,8 @@ def render(results: dict[str, Any]) -> str:
             app, fast, star = (http[row[name]] for name in ("app", "fastapi", "starlette"))
             lines.append(
                 f"| {row['label']} | {app['rps']:,.0f} | {app['p50_ms']:.1f} / {app['p99_ms']:.1f} "
-                f"| {app['cpu_us']:,.0f} | {fast['rps']:,.0f} | {app['rps'] / fast['rps']:.2f} "
-                f"| {star['rps']:,.0f} | {app['rps'] / star['rps']:.2f} |"
+                f"| {app['cpu_us']:,.0f} | {fast['rps']:,.0f} | {paired_ratio(app, fast):.2f} "
+                f"| {star['rps']:,.0f} | {paired_ratio(app, star):.2f} |"
             )
         lines += [
             "",
@@ -626,35 +657,59 @@ def render(results: dict[str, Any]) -> str:
             "cost is the GET / pair). Every other row is the default project as generated; all run with "
             "CORS origins, trusted hosts and production settings, and no Sentry DSN.",
         ]
+    alternatives = results.get("alternatives")
+    if http and alternatives:
+        lines += [
+            "",
+            "Rate limiting, the same Redis-backed limit applied three ways to GET / on bare FastAPI, "
+            "each against the route unlimited (same rounds as above):",
+            "",
+            "| Limiter | req/s | p50 / p99 ms | CPU µs/req | ÷ unlimited |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for alternative in alternatives:
+            limited, unlimited = http[alternative["limited"]], http[alternative["unlimited"]]
+            lines.append(
+                f"| {alternative['label']} | {limited['rps']:,.0f} | {limited['p50_ms']:.1f} / "
+                f"{limited['p99_ms']:.1f} | {limited['cpu_us']:,.0f} "
+                f"| {paired_ratio(limited, unlimited):.2f} |"
+            )
     sio = results.get("socketio")
     if sio:
-        app, bare = sio["app"], sio["ceiling"]
+        app, bare, plain = sio["app"], sio["ceiling"], sio["plain"]
         lines += [
             "",
             f"Socket.IO: {app['clients']:,.0f} WebSocket clients spread over two instances sharing Redis; "
             f"{options['sio_emits']} broadcasts {options['sio_interval'] * 1000:.0f} ms apart through "
             f"`POST /realtime/rooms/{{room}}/emit` for latency, then {options['sio_burst']} back to back for "
-            f"throughput; medians of {options['sio_rounds']} alternating rounds; no process pinned.",
+            f"throughput; medians of {options['sio_rounds']} rounds in rotating order; no process pinned. "
+            "Plain WebSockets: the same clients and broadcasts on a Starlette WebSocket route that speaks "
+            "just enough of the protocol, one send per client, fanned out through Redis pub/sub.",
             "",
-            "| Socket.IO | App | Bare python-socketio | App ÷ bare |",
-            "| --- | ---: | ---: | ---: |",
+            "| Socket.IO | App | Bare python-socketio | App ÷ bare | Plain WebSockets |",
+            "| --- | ---: | ---: | ---: | ---: |",
         ]
         for key, label, digits in (
             ("connects_per_s", "Connects per second", 0),
             ("deliveries_per_s", "Broadcast deliveries per second", 0),
             ("latency_p50_ms", "Emit-to-receive p50, ms", 1),
             ("latency_p99_ms", "Emit-to-receive p99, ms", 1),
-            ("cpu_us_per_delivery", "Server CPU per delivered event, µs", 0),
+            ("cpu_us_per_delivery", "Servers' CPU per delivered event, µs", 0),
+            ("client_cpu_us_per_delivery", "Clients' CPU per received event, µs", 0),
             ("lost", "Events lost", 0),
         ):
             ratio = f"{app[key] / bare[key]:.2f}" if bare[key] else "-"
-            lines.append(f"| {label} | {app[key]:,.{digits}f} | {bare[key]:,.{digits}f} | {ratio} |")
+            lines.append(
+                f"| {label} | {app[key]:,.{digits}f} | {bare[key]:,.{digits}f} | {ratio} "
+                f"| {plain[key]:,.{digits}f} |"
+            )
     start = results.get("startup")
     if start:
         lines += ["", "| Startup and generation | Wall | CPU |", "| --- | ---: | ---: |"]
         if "cold_start_s" in start:
             lines.append(
-                f"| Cold start to the first 200 on /health (bytecode compiled; median) "
+                "| Cold start to the first 200 on /health (runtime dependencies only, bytecode "
+                f"compiled; median) "
                 f"| {start['cold_start_s']:.2f} s | {start['cold_start_cpu_s']:.2f} s |"
             )
             after_load = start.get("rss_after_load_mb")
@@ -681,12 +736,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     if http:
         by_key = {row["key"]: row for row in results["rows"]}
 
-        def app(row: str) -> dict[str, float]:
+        def app(row: str) -> dict[str, Any]:
             return http[by_key[row]["app"]]
 
-        health = app("health")["rps"] / http[by_key["health"]["fastapi"]]["rps"]
-        cache = app("item_cache")["rps"] / app("item_db")["rps"]
-        limited = app("limited")["rps"] / app("unlimited")["rps"]
+        health = paired_ratio(app("health"), http[by_key["health"]["fastapi"]])
+        cache = paired_ratio(app("item_cache"), app("item_db"))
+        limited = paired_ratio(app("limited"), app("unlimited"))
         p99 = app("limited")["p99_ms"]
         found += [
             (
@@ -759,7 +814,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         axes.bar(positions, values, width, label=name, color=colour)
         if key == "app":
             for position, row, value in zip(positions, rows, values, strict=True):
-                ratio = value / http[row["fastapi"]]["rps"]
+                ratio = paired_ratio(http[row["app"]], http[row["fastapi"]])
                 axes.annotate(f"{ratio:.2f}", (position, value), ha="center", va="bottom", fontsize=8)
     axes.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=15, ha="right", fontsize=8)
     axes.set_ylabel("requests per second (median)")
@@ -889,14 +944,20 @@ def main(argv: list[str] | None = None) -> int:
                 target: str = "app.main:app",
                 cwd: Path = project,
                 pin: Pinning = pinning,
+                interpreter: Path = python,
                 **extra: str,
             ) -> Server:
                 app_dir = ["--app-dir", str(BENCH)] if target.startswith("ceilings:") else []
-                return Server(name, target, python, cwd, env | extra, logs, pin, app_dir)
+                return Server(name, target, interpreter, cwd, env | extra, logs, pin, app_dir)
 
             if "startup" in options.only:
-                step("Cold starts")
-                startup |= measure_cold_start(server, settings.cold_starts)
+                step("Cold starts, in a virtualenv with the project's runtime dependencies only")
+                # As deployed: the shared virtualenv also holds the test tools (aiohttp, which
+                # python-socketio then imports for its client, adds a third to the start).
+                deployed = venv_for(DEFAULT_PYTHON, runtime_dependencies()) / "bin" / "python"
+                startup |= measure_cold_start(
+                    lambda name: server(name, interpreter=deployed), settings.cold_starts
+                )
 
             if "http" in options.only:
                 step("HTTP endpoints")
@@ -906,7 +967,7 @@ def main(argv: list[str] | None = None) -> int:
                 fastapi = server("fastapi", "ceilings:fastapi_app")
                 starlette = server("starlette", "ceilings:starlette_app")
                 post = BENCH / "post.lua"
-                groups = [
+                groups: list[list[Row | Alternative]] = [
                     [
                         Row(
                             "health",
@@ -956,6 +1017,14 @@ def main(argv: list[str] | None = None) -> int:
                             Target(fastapi, "/"),
                             Target(starlette, "/"),
                         ),
+                        *(
+                            Alternative(key, label, Target(fastapi, f"/limited/{key}"), Target(fastapi, "/"))
+                            for key, label in (
+                                ("slowapi-thread", "slowapi, storage calls in a worker thread (the app)"),
+                                ("slowapi-loop", "slowapi on the event loop (slowapi's middleware)"),
+                                ("limits-async", "`limits` with its async Redis storage"),
+                            )
+                        ),
                     ],
                 ]
                 with serving(app, unlimited, without_redis, fastapi, starlette):
@@ -966,14 +1035,26 @@ def main(argv: list[str] | None = None) -> int:
                 results["http"] = {key: asdict(value) for key, value in http.items()}
                 results["rows"] = [
                     {
-                        "key": row.key,
-                        "label": row.label,
-                        "app": row.app.key,
-                        "fastapi": row.fastapi.key,
-                        "starlette": row.starlette.key,
+                        "key": item.key,
+                        "label": item.label,
+                        "app": item.app.key,
+                        "fastapi": item.fastapi.key,
+                        "starlette": item.starlette.key,
                     }
                     for group in groups
-                    for row in group
+                    for item in group
+                    if isinstance(item, Row)
+                ]
+                results["alternatives"] = [
+                    {
+                        "key": item.key,
+                        "label": item.label,
+                        "limited": item.limited.key,
+                        "unlimited": item.unlimited.key,
+                    }
+                    for group in groups
+                    for item in group
+                    if isinstance(item, Alternative)
                 ]
 
             if "socketio" in options.only:
@@ -986,10 +1067,16 @@ def main(argv: list[str] | None = None) -> int:
                         server("sio-bare-1", "ceilings:socketio_app", pin=free),
                         server("sio-bare-2", "ceilings:socketio_app", pin=free),
                     ),
+                    "plain": (
+                        server("ws-plain-1", "ceilings:plain_websocket_app", pin=free),
+                        server("ws-plain-2", "ceilings:plain_websocket_app", pin=free),
+                    ),
                 }
-                rounds: dict[str, list[dict[str, Any]]] = {"app": [], "ceiling": []}
+                rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in pairs}
+                kinds = list(pairs)
                 for round_ in range(settings.sio_rounds):
-                    for kind in ["app", "ceiling"] if round_ % 2 == 0 else ["ceiling", "app"]:
+                    shift = round_ % len(kinds)
+                    for kind in kinds[shift:] + kinds[:shift]:
                         with serving(*pairs[kind]):
                             found = measure_socketio(pairs[kind], python, settings, free)
                         rounds[kind].append(found)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
+import resource
 import sys
 import time
 from collections import defaultdict
@@ -136,6 +138,10 @@ async def main() -> None:
         )
         if not all(answer.get("ok") for answer in joined):
             raise SystemExit(f"join refused: {joined[:3]}")
+        # The clients measure latency: no pause of their own collector in the middle of
+        # it (the process ends after one measurement, so what it holds stays bounded).
+        gc.freeze()
+        gc.disable()
         say(
             {
                 "ready": True,
@@ -165,8 +171,10 @@ async def main() -> None:
         errors = {repr(task.exception()) for task in ended if task.exception() is not None}
         if errors:
             print(f"client readers failed: {sorted(errors)[:3]}", file=sys.stderr, flush=True)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         say(
             {
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
                 "latencies": recorder.latencies,
                 "counts": recorder.counts,
                 "last": recorder.last,

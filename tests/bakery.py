@@ -120,6 +120,11 @@ def superset_dependencies() -> list[str]:
     return sorted(found)
 
 
+def runtime_dependencies(**answers: Any) -> list[str]:
+    """What a deployment of the project with these answers installs: no test tools."""
+    return sorted(render_pyproject(**answers)["project"]["dependencies"])
+
+
 def venv_for(python_version: str, dependencies: list[str]) -> Path:
     """A virtualenv for `python_version` with `dependencies`, built once and cached."""
     key = hashlib.sha256(json.dumps([python_version, dependencies]).encode()).hexdigest()[:16]

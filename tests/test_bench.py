@@ -3,7 +3,7 @@
 The measurements themselves are not checked here (a second per endpoint on a
 shared machine means nothing); `make bench` runs the real thing. This only keeps
 bench/run.py from rotting: it bakes, serves, drives every endpoint and both
-Socket.IO setups, and writes its table, JSON and chart.
+realtime setups, and writes its table, JSON and chart.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
         "| POST /items |",
         "| GET /, rate-limited (Redis storage) |",
         "| GET /, rate limiting off |",
+        "| slowapi, storage calls in a worker thread (the app) |",
+        "| `limits` with its async Redis storage |",
         "| Emit-to-receive p99, ms |",
         "| Cold start to the first 200 on /health",
         "| Bake the default project with the cookiecutter CLI",
@@ -50,9 +52,9 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
     results = json.loads((tmp_path / "results.json").read_text())
     # Every HTTP target of every row answered 2xx and was timed.
     rounds = [load for measured in results["http"].values() for load in measured["rounds"]]
-    assert len(results["http"]) == 16
+    assert len(results["http"]) == 19
     assert all(load["rps"] > 0 and load["requests"] > 0 and load["cpu_us"] > 0 for load in rounds)
-    # Every broadcast reached every Socket.IO client, on the app and on bare python-socketio.
-    for kind in ("app", "ceiling"):
+    # Every broadcast reached every client: on the app, bare python-socketio and plain WebSockets.
+    for kind in ("app", "ceiling", "plain"):
         assert results["socketio"][kind]["lost"] == 0
     assert len(results["targets"]) == 8

@@ -46,6 +46,16 @@ def test_every_prompt_has_a_default_and_a_prompt_text() -> None:
         assert name in prompts, name
 
 
+def test_files_copied_without_rendering_hold_no_template_syntax() -> None:
+    # Listed in `_copy_without_render` so a bake skips compiling them as templates
+    # (a third of the files); one that gains a Jinja tag must leave the list.
+    listed = CONTEXT["_copy_without_render"]
+    assert listed == sorted(listed)
+    for name in listed:
+        text = (TEMPLATE_DIR / name).read_text()
+        assert not any(tag in text for tag in ("{{", "{%", "{#")), name
+
+
 def test_no_input_bakes_every_feature(tmp_path: Path) -> None:
     result = cookiecutter_cli(tmp_path)
 

@@ -8,7 +8,7 @@ answered as JSON.
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, {{ "Request, Response, " if cookiecutter.use_rate_limit else "" }}status
+from fastapi import APIRouter, HTTPException, Path, Query, {{ "Request, " if cookiecutter.use_rate_limit else "" }}status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import DateTime, String, func, select
 from sqlalchemy.exc import IntegrityError
@@ -67,9 +67,7 @@ router = APIRouter(prefix="/items", tags=["items"])
 @router.post("", status_code=status.HTTP_201_CREATED)
 {% if cookiecutter.use_rate_limit %}
 @limiter.limit(CREATE_LIMIT)
-async def create_item(
-    request: Request, response: Response, payload: ItemCreate, session: SessionDep
-) -> ItemRead:
+async def create_item(request: Request, payload: ItemCreate, session: SessionDep) -> ItemRead:
 {% else %}
 async def create_item(payload: ItemCreate, session: SessionDep) -> ItemRead:
 {% endif %}

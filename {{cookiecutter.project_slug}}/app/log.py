@@ -52,5 +52,8 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error"):
         server_logger = logging.getLogger(name)
-        server_logger.handlers = []
-        server_logger.propagate = True
+        # Only a logger the server writes with is moved to this format: one it
+        # turned off (`uvicorn --no-access-log`) stays off.
+        if server_logger.handlers:
+            server_logger.handlers = []
+            server_logger.propagate = True

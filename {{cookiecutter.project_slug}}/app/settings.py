@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     trusted_hosts: CommaList = Field(default_factory=lambda: ["*"])
     # Proxies whose X-Forwarded-For / -Proto are believed (same variable uvicorn reads).
     forwarded_allow_ips: CommaList = Field(default_factory=lambda: ["127.0.0.1", "::1"])
-    docs_enabled: bool = True
+    # Interactive docs (/docs, /openapi.json); unset means everywhere but production.
+    docs_enabled: bool | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     health_check_timeout: float = Field(default=1.0, gt=0)
 {% if cookiecutter.use_postgres %}
@@ -197,6 +198,12 @@ class Settings(BaseSettings):
             raise ValueError("DATABASE_URL must point at PostgreSQL in production")
 {% endif %}
         return self
+
+    @property
+    def serve_docs(self) -> bool:
+        if self.docs_enabled is not None:
+            return self.docs_enabled
+        return self.environment != "production"
 
     @property
     def json_logs(self) -> bool:

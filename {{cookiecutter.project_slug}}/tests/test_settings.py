@@ -64,6 +64,10 @@ SAFE_PRODUCTION = {
 def test_production_accepts_safe_values() -> None:
     settings = Settings(_env_file=None, **SAFE_PRODUCTION)  # type: ignore[arg-type]
     assert settings.json_logs
+    # The interactive docs are off unless asked for.
+    assert not settings.serve_docs
+    asked = Settings(_env_file=None, **SAFE_PRODUCTION, docs_enabled=True)  # type: ignore[arg-type]
+    assert asked.serve_docs
 
 
 @pytest.mark.parametrize(
@@ -87,3 +91,4 @@ def test_unsafe_values_are_fine_outside_production() -> None:
     settings = Settings(_env_file=None, environment="development", debug=True, cors_origins=["*"])
     assert settings.debug
     assert not settings.json_logs
+    assert settings.serve_docs
