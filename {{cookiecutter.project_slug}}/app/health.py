@@ -107,7 +107,7 @@ def add_probes(api: FastAPI) -> None:
     Not through an `APIRouter` and `include_router`: platforms call the probes
     every few seconds on every instance, and FastAPI reaches the routes of an
     included router through one more matching layer, about 20 µs a request
-    (measured by the template's benchmark), more than liveness itself takes.
+    (measured in process), more than liveness itself takes.
     """
     api.add_api_route("/health", liveness, tags=["health"])
     api.add_api_route(

@@ -72,10 +72,12 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 {% if cookiecutter.use_socketio %}
         restore_signals = realtime.close_clients_on_stop(sio)
 {% endif %}
-        # What exists now lives as long as the process (modules, clients): keep
-        # the garbage collector from walking it again in every full collection,
-        # a pause of tens of milliseconds with this app loaded.
-        gc.freeze()
+        # What exists at the first start lives as long as the process (modules,
+        # clients): keep the garbage collector from walking it again in every full
+        # collection, a pause of tens of milliseconds with this app loaded. Once
+        # per process, so apps started and stopped by tests are still collected.
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
 {% if cookiecutter.use_postgres or cookiecutter.use_redis or cookiecutter.use_socketio %}
         try:
             yield {

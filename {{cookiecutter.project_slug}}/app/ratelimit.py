@@ -2,13 +2,12 @@
 
 `RateLimitMiddleware` gives every route but the health probes RATE_LIMIT_DEFAULT
 per client. A route that needs a limit of its own declares it with slowapi's
-decorator under the route decorator, and takes `request: Request` and
-`response: Response` parameters (slowapi's decorator needs them); see
-`app/items.py`:
+decorator under the route decorator, and takes a `request: Request` parameter
+(slowapi's decorator needs it); see `app/items.py`:
 
     @router.post("")
     @limiter.limit("10/minute")
-    async def create_item(request: Request, response: Response, ...) -> ...:
+    async def create_item(request: Request, ...) -> ...:
 
 Over the limit, the answer is 429 JSON with `Retry-After`.
 {% if cookiecutter.use_redis %}
