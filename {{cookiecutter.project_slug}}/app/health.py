@@ -15,6 +15,7 @@ from sqlalchemy import text
 from app import __version__
 from app.settings import Settings, SettingsDep
 
+
 class Liveness(BaseModel):
     status: Literal["ok"]
     service: str

@@ -132,6 +132,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         )
 
 {% if cookiecutter.use_rate_limit %}
+    # RateLimitMiddleware answers 429 itself; this covers a check slowapi's
+    # decorator makes on its own (a route the middleware did not see).
     api.add_exception_handler(RateLimitExceeded, rate_limit_exceeded)
 {% endif %}
     api.add_exception_handler(RequestValidationError, request_validation_failed)

@@ -136,7 +136,7 @@ class EdgeMiddleware:
             request_id = incoming_id
         else:
             # A correlation id, not a secret: no need for the slower system randomness.
-            request_id = b"%032x" % random.getrandbits(128)  # noqa: S311
+            request_id = b"%032x" % random.getrandbits(128)
         extra = [*SECURITY_HEADERS, (b"x-request-id", request_id)]
         if not path.startswith("/docs"):
             extra.append(CONTENT_SECURITY_POLICY)

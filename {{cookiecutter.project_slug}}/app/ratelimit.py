@@ -146,7 +146,7 @@ class RateLimitMiddleware:
             response = await rate_limit_exceeded(request, exceeded)
             await response(scope, receive, send)
             return
-        if own_limit:
+        if own_limit:  # Tells slowapi's decorator the check is done.
             request.state._rate_limiting_complete = True
         await self.app(scope, receive, send)
 
