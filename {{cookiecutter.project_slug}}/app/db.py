@@ -72,8 +72,14 @@ def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """Build the engine and its pool from settings."""
+def create_engine(settings: Settings, *, for_probes: bool = False) -> AsyncEngine:
+    """Build the engine and its pool from settings.
+
+    `for_probes` builds the readiness check's own engine: one connection, so the
+    check tells whether the database answers, not whether the request pool is
+    busy. Queued behind a burst of requests, a probe could wait for seconds and
+    take the instance out of rotation just when it is needed.
+    """
     url = settings.database_url
     if url.startswith("sqlite"):
         engine = create_async_engine(url, echo=settings.db_echo)
@@ -85,8 +91,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         url,
         echo=settings.db_echo,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        pool_size=1 if for_probes else settings.db_pool_size,
+        max_overflow=0 if for_probes else settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=settings.db_pool_recycle,
         pool_pre_ping=settings.db_pool_pre_ping,

@@ -83,7 +83,7 @@ async def readiness(
 {% if cookiecutter.use_postgres %}
 
     async def database() -> None:
-        async with request.state.engine.connect() as connection:
+        async with request.state.probe_engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
     checks["database"] = database

@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
 {% if cookiecutter.use_postgres %}
         engine = create_engine(settings)
+        probe_engine = create_engine(settings, for_probes=True)
         if engine.dialect.name == "sqlite":
             await create_sqlite_schema(engine)
 {% endif %}
@@ -86,8 +87,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                 "sio": sio,
 {% endif %}
 {% if cookiecutter.use_postgres %}
-                "engine": engine,
                 "sessionmaker": create_sessionmaker(engine),
+                "probe_engine": probe_engine,
 {% endif %}
 {% if cookiecutter.use_redis %}
                 "redis": redis,
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 {% endif %}
 {% if cookiecutter.use_postgres %}
             await engine.dispose()
+            await probe_engine.dispose()
 {% endif %}
 {% else %}
         yield {"settings": settings}

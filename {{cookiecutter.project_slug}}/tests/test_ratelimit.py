@@ -123,6 +123,7 @@ def test_a_real_server_enforces_the_limit(tmp_path: Path) -> None:
 
     assert [response.status_code for response in responses] == [200, 200, 200, 429]
     assert responses[3].json()["detail"] == "Rate limit exceeded: 3 per 1 minute"
+    assert 0 < int(responses[3].headers["retry-after"]) <= 60
 {% endif %}
 {% if cookiecutter.use_redis %}
 
@@ -137,9 +138,11 @@ def test_two_instances_share_one_budget(tmp_path: Path) -> None:
         live_server(tmp_path / "a.log", **env) as a,
         live_server(tmp_path / "b.log", **env) as b,
     ):
-        statuses = [httpx.get(f"{base}/", timeout=5).status_code for base in (a, b, a, b, a, b)]
+        answers = [httpx.get(f"{base}/", timeout=5) for base in (a, b, a, b, a, b)]
 
-    assert statuses == [200, 200, 200, 200, 429, 429]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 200, 429, 429]
+    assert answers[4].json() == {"detail": "Rate limit exceeded: 4 per 1 minute"}
+    assert 0 < int(answers[4].headers["retry-after"]) <= 60
 
 
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server is not installed")
