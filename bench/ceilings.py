@@ -236,10 +236,6 @@ async_limiter = FixedWindowRateLimiter(
 )
 
 
-def _refused() -> HTTPException:
-    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "Rate limit exceeded")
-
-
 @fastapi_app.get("/limited/slowapi-thread")
 async def f_limited_slowapi_thread(request: Request) -> ServiceInfo:
     await run_in_threadpool(slowapi_limiter._check_request_limit, request, f_limited_slowapi_thread, True)
@@ -256,7 +252,7 @@ async def f_limited_slowapi_loop(request: Request) -> ServiceInfo:
 async def f_limited_limits_async(request: Request) -> ServiceInfo:
     client = request.client.host if request.client else "unknown"
     if not await async_limiter.hit(async_limit, client, "root"):
-        raise _refused()
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "Rate limit exceeded")
     return handlers.root()
 
 

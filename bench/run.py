@@ -390,6 +390,17 @@ def median_of(loads: list[Load]) -> Measured:
     )
 
 
+def rotated(items: list[Any], round_: int) -> list[Any]:
+    """`items` starting one further along each round, so no item always goes first."""
+    shift = round_ % len(items)
+    return items[shift:] + items[:shift]
+
+
+def describe(item: Row | Alternative) -> dict[str, str]:
+    """The item for results.json, each target named by its key."""
+    return {name: value.key if isinstance(value, Target) else value for name, value in vars(item).items()}
+
+
 def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
     """The median over rounds of a's throughput ÷ b's, each pair measured back to back.
 
@@ -427,8 +438,7 @@ def measure_http(
     loads: dict[str, list[Load]] = {target.key: [] for group in groups for target in group}
     for round_ in range(settings.rounds):
         for group in groups:
-            shift = round_ % len(group)
-            for target in group[shift:] + group[:shift]:
+            for target in rotated(group, round_):
                 load = drive(target, settings.seconds, f"r{round_}")
                 loads[target.key].append(load)
                 print(
@@ -709,7 +719,7 @@ def render(results: dict[str, Any]) -> str:
         if "cold_start_s" in start:
             lines.append(
                 "| Cold start to the first 200 on /health (runtime dependencies only, bytecode "
-                f"compiled; median) "
+                "compiled; median) "
                 f"| {start['cold_start_s']:.2f} s | {start['cold_start_cpu_s']:.2f} s |"
             )
             after_load = start.get("rss_after_load_mb")
@@ -952,8 +962,8 @@ def main(argv: list[str] | None = None) -> int:
 
             if "startup" in options.only:
                 step("Cold starts, in a virtualenv with the project's runtime dependencies only")
-                # As deployed: the shared virtualenv also holds the test tools (aiohttp, which
-                # python-socketio then imports for its client, adds a third to the start).
+                # As deployed: the shared virtualenv also holds the test tools, and aiohttp,
+                # which python-socketio then imports for its client, adds about 0.3 s.
                 deployed = venv_for(DEFAULT_PYTHON, runtime_dependencies()) / "bin" / "python"
                 startup |= measure_cold_start(
                     lambda name: server(name, interpreter=deployed), settings.cold_starts
@@ -1033,29 +1043,9 @@ def main(argv: list[str] | None = None) -> int:
                     if "startup" in options.only:
                         startup["rss_after_load_mb"] = app.rss_mb()
                 results["http"] = {key: asdict(value) for key, value in http.items()}
-                results["rows"] = [
-                    {
-                        "key": item.key,
-                        "label": item.label,
-                        "app": item.app.key,
-                        "fastapi": item.fastapi.key,
-                        "starlette": item.starlette.key,
-                    }
-                    for group in groups
-                    for item in group
-                    if isinstance(item, Row)
-                ]
-                results["alternatives"] = [
-                    {
-                        "key": item.key,
-                        "label": item.label,
-                        "limited": item.limited.key,
-                        "unlimited": item.unlimited.key,
-                    }
-                    for group in groups
-                    for item in group
-                    if isinstance(item, Alternative)
-                ]
+                items = [item for group in groups for item in group]
+                results["rows"] = [describe(item) for item in items if isinstance(item, Row)]
+                results["alternatives"] = [describe(item) for item in items if isinstance(item, Alternative)]
 
             if "socketio" in options.only:
                 step("Socket.IO")
@@ -1073,10 +1063,8 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                 }
                 rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in pairs}
-                kinds = list(pairs)
                 for round_ in range(settings.sio_rounds):
-                    shift = round_ % len(kinds)
-                    for kind in kinds[shift:] + kinds[:shift]:
+                    for kind in rotated(list(pairs), round_):
                         with serving(*pairs[kind]):
                             found = measure_socketio(pairs[kind], python, settings, free)
                         rounds[kind].append(found)

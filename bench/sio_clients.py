@@ -140,7 +140,6 @@ async def main() -> None:
             raise SystemExit(f"join refused: {joined[:3]}")
         # The clients measure latency: no pause of their own collector in the middle of
         # it (the process ends after one measurement, so what it holds stays bounded).
-        gc.freeze()
         gc.disable()
         say(
             {

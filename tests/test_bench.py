@@ -2,8 +2,8 @@
 
 The measurements themselves are not checked here (a second per endpoint on a
 shared machine means nothing); `make bench` runs the real thing. This only keeps
-bench/run.py from rotting: it bakes, serves, drives every endpoint and both
-realtime setups, and writes its table, JSON and chart.
+bench/run.py from rotting: it bakes, serves, drives every endpoint and every
+realtime setup, and writes its table, JSON and chart.
 """
 
 from __future__ import annotations

@@ -35,14 +35,8 @@ STRICT_TRANSPORT_SECURITY = (b"strict-transport-security", b"max-age=31536000")
 # What CORSMiddleware adds to an answer to a request without an Origin.
 VARY_ORIGIN = (b"vary", b"Origin")
 _ADDED_NAMES = frozenset(
-    name
-    for name, _ in (
-        *SECURITY_HEADERS,
-        CONTENT_SECURITY_POLICY,
-        STRICT_TRANSPORT_SECURITY,
-        VARY_ORIGIN,
-        (b"x-request-id", b""),
-    )
+    {name for name, _ in SECURITY_HEADERS}
+    | {CONTENT_SECURITY_POLICY[0], STRICT_TRANSPORT_SECURITY[0], VARY_ORIGIN[0], b"x-request-id"}
 )
 
 
@@ -124,13 +118,13 @@ class EdgeMiddleware:
                 incoming_id = value
         path: str = scope["path"]
         host_ok = self.any_host or path in HEALTH_PATHS or self.host_allowed(host or b"")
-        app = self.cors if self.cors is not None and origin is not None else self.app
-        if scope["type"] != "http":
+        if scope["type"] != "http":  # A WebSocket: only its host is checked.
             if host_ok:
-                await app(scope, receive, send)
+                await self.app(scope, receive, send)
             else:
                 await send({"type": "websocket.close", "code": 1008})
             return
+        app = self.cors if self.cors is not None and origin is not None else self.app
 
         if incoming_id is not None and _VALID_REQUEST_ID.fullmatch(incoming_id):
             request_id = incoming_id
