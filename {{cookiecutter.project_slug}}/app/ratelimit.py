@@ -146,8 +146,12 @@ class RateLimitMiddleware:
             response = await rate_limit_exceeded(request, exceeded)
             await response(scope, receive, send)
             return
-        if own_limit:  # Tells slowapi's decorator the check is done.
+        if own_limit:
+            # Tells slowapi's decorator the check is done. When slowapi swallowed a
+            # storage error (requests in flight as Redis failed), the check left no
+            # limit behind, and the decorator would fail reading it.
             request.state._rate_limiting_complete = True
+            request.state.view_rate_limit = getattr(request.state, "view_rate_limit", None)
         await self.app(scope, receive, send)
 
 

@@ -82,6 +82,17 @@ async def test_a_route_limit_answers_429_json_with_retry_after(client: httpx.Asy
     assert 0 < int(refused.headers["retry-after"]) <= 60
     assert refused.headers["x-request-id"]
     assert other_client.status_code == 201
+
+
+async def test_a_route_limit_fails_open_when_its_check_was_swallowed(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What slowapi does with a storage error it swallows: no limit recorded.
+    monkeypatch.setattr(limiter, "_check_request_limit", lambda *_args: None)
+
+    created = await client.post("/items", json={"name": "unchecked"}, headers=some_client())
+
+    assert created.status_code == 201, created.text
 {% endif %}
 
 
