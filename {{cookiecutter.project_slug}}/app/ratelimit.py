@@ -148,8 +148,8 @@ class RateLimitMiddleware:
             return
         if own_limit:
             # Tells slowapi's decorator the check is done. When slowapi swallowed a
-            # storage error (requests in flight as Redis failed), the check left no
-            # limit behind, and the decorator would fail reading it.
+            # storage error (requests in flight as the storage failed), the check left
+            # no limit behind, and the decorator would fail reading it.
             request.state._rate_limiting_complete = True
             request.state.view_rate_limit = getattr(request.state, "view_rate_limit", None)
         await self.app(scope, receive, send)
