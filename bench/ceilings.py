@@ -11,11 +11,11 @@ Entries: `ceilings:starlette_app`, `ceilings:fastapi_app`, `ceilings:socketio_ap
 (bare python-socketio on the same Redis channel, with a bare Starlette emit route)
 and `ceilings:plain_websocket_app` (the same broadcasts on plain WebSockets).
 
-`fastapi_app` also serves GET / behind three ways to apply the same Redis-backed
-limit, the alternatives the report compares: slowapi with its storage calls in a
-worker thread (what the generated app does), slowapi on the event loop (what
-slowapi's own middleware and decorator do), and the async storage of `limits`,
-the library slowapi is built on.
+`fastapi_app` also serves GET / behind four ways to apply the same Redis-backed
+limit, the alternatives the report compares: slowapi with its storage calls in
+`asyncio.to_thread` (what the generated app does) or in Starlette's
+`run_in_threadpool`, slowapi on the event loop (what slowapi's own middleware and
+decorator do), and the async storage of `limits`, the library slowapi is built on.
 """
 
 from __future__ import annotations
@@ -238,7 +238,13 @@ async_limiter = FixedWindowRateLimiter(
 
 @fastapi_app.get("/limited/slowapi-thread")
 async def f_limited_slowapi_thread(request: Request) -> ServiceInfo:
-    await run_in_threadpool(slowapi_limiter._check_request_limit, request, f_limited_slowapi_thread, True)
+    await asyncio.to_thread(slowapi_limiter._check_request_limit, request, f_limited_slowapi_thread, True)
+    return handlers.root()
+
+
+@fastapi_app.get("/limited/slowapi-anyio")
+async def f_limited_slowapi_anyio(request: Request) -> ServiceInfo:
+    await run_in_threadpool(slowapi_limiter._check_request_limit, request, f_limited_slowapi_anyio, True)
     return handlers.root()
 
 
