@@ -510,13 +510,11 @@ def measure_socketio(
                     raise RuntimeError(f"emit answered {answer.status_code}: {answer.text}")
                 emitted[phase].append(sent)
 
-            # Unmeasured: the first broadcasts take paths run for the first time.
-            for index in range(settings.sio_warmup):
-                emit(index, "warmup")
-                time.sleep(settings.sio_interval)
-            for index in range(settings.sio_emits):
-                emit(index, "latency")
-                time.sleep(settings.sio_interval)
+            # The warm-up is not measured: the first broadcasts run code for the first time.
+            for phase, count in (("warmup", settings.sio_warmup), ("latency", settings.sio_emits)):
+                for index in range(count):
+                    emit(index, phase)
+                    time.sleep(settings.sio_interval)
             for index in range(settings.sio_burst):
                 emit(index, "burst")
 

@@ -8,13 +8,12 @@ import re
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.health import HEALTH_PATHS
 from app.log import request_id_var
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Platform probes call these by IP address or by an internal name: any Host is fine.
-HEALTH_PATHS = frozenset({"/health", "/health/ready"})
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 
 # Added to every answer; the app's own value wins where it set one.

@@ -46,7 +46,7 @@ from slowapi.errors import RateLimitExceeded
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.middleware import HEALTH_PATHS
+from app.health import HEALTH_PATHS
 from app.settings import Settings, get_settings
 
 STORAGE_TIMEOUT_SECONDS = 0.2
