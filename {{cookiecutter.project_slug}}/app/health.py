@@ -17,8 +17,8 @@ from app.settings import Settings, SettingsDep
 
 LIVENESS_PATH = "/health"
 READINESS_PATH = "/health/ready"
-# Platform probes call these by IP address or by an internal name, every few
-# seconds: any Host is fine, and they are neither rate limited nor traced.
+# Platform probes call these every few seconds, by IP address or by an internal
+# name: any Host is fine, and they are spared the per-request work of the rest.
 HEALTH_PATHS = frozenset({LIVENESS_PATH, READINESS_PATH})
 
 
