@@ -32,6 +32,7 @@ from collections import defaultdict
 from typing import Any
 
 import aiohttp
+import uvloop
 
 
 def say(message: dict[str, Any]) -> None:
@@ -184,4 +185,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # The servers' event loop (uvicorn's, with uvicorn[standard]): the clients share
+    # the machine with the servers, and on asyncio's own loop they take more of it.
+    uvloop.run(main())

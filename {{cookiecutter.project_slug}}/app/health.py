@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, {{ "Request, " if cookiecutter.use_postgres or cookiecutter.use_redis else "" }}Response
 from pydantic import BaseModel
 {% if cookiecutter.use_postgres %}
 from sqlalchemy import text
@@ -39,23 +39,6 @@ class CheckResult(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, CheckResult]
-
-
-async def liveness(request: Request) -> Liveness:
-    """The process is up and serving; no dependency is touched.
-
-    The settings come straight from the request state rather than through
-    `SettingsDep`: probes call this often, and resolving a dependency costs more
-    than the rest of the route.
-    """
-    settings: Settings = request.state.settings
-    return Liveness(
-        status="ok",
-        service=settings.service_name,
-        version=__version__,
-        environment=settings.environment,
-        timestamp=datetime.now(UTC),
-    )
 
 
 async def _run_check(check: Callable[[], Awaitable[object]], limit: float) -> CheckResult:
@@ -108,7 +91,7 @@ async def readiness(
     return Readiness(status="ok" if ready else "unavailable", checks=by_name)
 
 
-def add_probes(api: FastAPI) -> None:
+def add_probes(api: FastAPI, settings: Settings) -> None:
     """Serve the probes as routes of the app itself.
 
     Not through an `APIRouter` and `include_router`: platforms call the probes
@@ -116,6 +99,21 @@ def add_probes(api: FastAPI) -> None:
     included router through one more matching layer, about 20 µs a request
     (measured in process), more than liveness itself takes.
     """
+
+    async def liveness() -> Liveness:
+        """The process is up and serving; no dependency is touched.
+
+        It reads the app's settings directly, with no parameter: probes call it
+        often, and even a `Request` parameter costs about 2 µs a call.
+        """
+        return Liveness(
+            status="ok",
+            service=settings.service_name,
+            version=__version__,
+            environment=settings.environment,
+            timestamp=datetime.now(UTC),
+        )
+
     api.add_api_route(LIVENESS_PATH, liveness, tags=["health"])
     api.add_api_route(
         READINESS_PATH, readiness, tags=["health"], responses={503: {"model": Readiness}}
