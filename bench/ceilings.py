@@ -13,9 +13,10 @@ and `ceilings:plain_websocket_app` (the same broadcasts on plain WebSockets).
 
 `fastapi_app` also serves GET / behind four ways to apply the same Redis-backed
 limit, the alternatives the report compares: slowapi with its storage calls in
-`asyncio.to_thread` (what the generated app does) or in Starlette's
+`asyncio.to_thread` (what the generated app did before) or in Starlette's
 `run_in_threadpool`, slowapi on the event loop (what slowapi's own middleware and
-decorator do), and the async storage of `limits`, the library slowapi is built on.
+decorator do), and the async storage of `limits`, the library slowapi is built on
+(what the generated app's middleware counts with).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from app.cache import Cache, create_redis
 from app.db import create_engine, create_sessionmaker
 from app.health import Liveness
 from app.items import Item, ItemCreate, ItemId, ItemRead
-from app.ratelimit import STORAGE_TIMEOUT_SECONDS, create_limiter
+from app.ratelimit import client_address
 from app.settings import get_settings
 from fastapi import FastAPI, HTTPException, status
 from fastapi.concurrency import run_in_threadpool
@@ -43,6 +44,9 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from slowapi import Limiter
 from sqlalchemy.exc import IntegrityError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -221,16 +225,29 @@ async def f_create(payload: ItemCreate) -> ItemRead:
 
 # --- rate limiting alternatives, on bare FastAPI ------------------------------------
 
-# The project's own slowapi limiter (RATE_LIMIT_DEFAULT, on REDIS_URL), and the same
-# limit on the async Redis storage of `limits`, with the same timeouts.
-slowapi_limiter = create_limiter(settings)
+# slowapi counting on its own synchronous Redis storage (RATE_LIMIT_DEFAULT on
+# REDIS_URL), as the template did before its middleware counted with `limits`'
+# async API, and the same limit on that async Redis storage. Both with the app's
+# Redis timeouts and no retries.
+slowapi_limiter = Limiter(
+    key_func=client_address,
+    default_limits=[settings.rate_limit_default],
+    headers_enabled=False,
+    storage_uri=settings.redis_url,
+    storage_options={
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": settings.redis_socket_timeout,
+        "retry": Retry(NoBackoff(), retries=0),
+        "key_prefix": f"{settings.cache_key_prefix}alt-ratelimit",
+    },
+)
 async_limit = parse(settings.rate_limit_default)
 async_limiter = FixedWindowRateLimiter(
     RedisStorage(
         f"async+{settings.redis_url}",
         implementation="redispy",
-        socket_timeout=STORAGE_TIMEOUT_SECONDS,
-        socket_connect_timeout=STORAGE_TIMEOUT_SECONDS,
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=settings.redis_socket_timeout,
         key_prefix=f"{settings.cache_key_prefix}alt-ratelimit",
     )
 )

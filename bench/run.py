@@ -1036,13 +1036,13 @@ def main(argv: list[str] | None = None) -> int:
                         *(
                             Alternative(key, label, Target(fastapi, f"/limited/{key}"), Target(fastapi, "/"))
                             for key, label in (
-                                ("slowapi-thread", "slowapi, storage calls in `asyncio.to_thread` (the app)"),
+                                ("slowapi-thread", "slowapi, storage calls in `asyncio.to_thread`"),
                                 (
                                     "slowapi-anyio",
                                     "slowapi, storage calls in Starlette's `run_in_threadpool`",
                                 ),
                                 ("slowapi-loop", "slowapi on the event loop (slowapi's middleware)"),
-                                ("limits-async", "`limits` with its async Redis storage"),
+                                ("limits-async", "`limits` with its async Redis storage (the app)"),
                             )
                         ),
                     ],

@@ -12,9 +12,6 @@ import socketio
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
-{% if cookiecutter.use_rate_limit %}
-from slowapi.errors import RateLimitExceeded
-{% endif %}
 from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -35,7 +32,7 @@ from app.errors import request_validation_failed
 from app.log import configure_logging
 from app.middleware import EdgeMiddleware
 {% if cookiecutter.use_rate_limit %}
-from app.ratelimit import RateLimitMiddleware, rate_limit_exceeded
+from app.ratelimit import Budgets, RateLimitMiddleware
 {% endif %}
 {% if cookiecutter.use_sentry %}
 from app.sentry import init_sentry
@@ -111,6 +108,11 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                 "redis": redis,
                 "cache": Cache(redis, settings.cache_ttl_seconds, settings.cache_key_prefix),
 {% endif %}
+{% if cookiecutter.use_rate_limit and cookiecutter.use_redis %}
+                "rate_limits": Budgets(redis, f"{settings.cache_key_prefix}ratelimit"),
+{% elif cookiecutter.use_rate_limit %}
+                "rate_limits": Budgets(),
+{% endif %}
             }
         finally:
 {% if cookiecutter.use_socketio %}
@@ -126,7 +128,11 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             await probe_engine.dispose()
 {% endif %}
 {% else %}
+{% if cookiecutter.use_rate_limit %}
+        yield {"settings": settings, "rate_limits": Budgets()}
+{% else %}
         yield {"settings": settings}
+{% endif %}
 {% endif %}
 
     docs = settings.serve_docs
@@ -155,11 +161,6 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             docs="/docs" if settings.serve_docs else None,
         )
 
-{% if cookiecutter.use_rate_limit %}
-    # RateLimitMiddleware answers 429 itself; this covers a check slowapi's
-    # decorator makes on its own (a route the middleware did not see).
-    api.add_exception_handler(RateLimitExceeded, rate_limit_exceeded)
-{% endif %}
     api.add_exception_handler(RequestValidationError, request_validation_failed)
 {% if cookiecutter.use_postgres %}
     api.include_router(items.router)

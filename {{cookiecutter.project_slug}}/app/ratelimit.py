@@ -10,46 +10,58 @@ decorator under the route decorator, and takes a `request: Request` parameter
     async def create_item(request: Request, ...) -> ...:
 
 Over the limit, the answer is 429 JSON with `Retry-After`.
+
+slowapi holds the limits; the middleware counts them with the asynchronous API
+of `limits`, the library slowapi is built on, on the event loop. (slowapi's own
+checks are synchronous: each limited request would wait for a worker thread.)
 {% if cookiecutter.use_redis %}
 
 Budgets live in Redis when REDIS_URL is set, so every instance shares them, and
-in process memory otherwise. slowapi talks to Redis synchronously, so its
-calls run in a worker thread, never on the event loop, each bounded by a 0.2 s
-timeout. When Redis fails, limits fall back to per-process memory (logged
-once) and Redis is retried after a pause that doubles up to about 30 s;
-requests keep being answered throughout.
+in process memory otherwise. They go through the app's Redis client, with its
+timeouts and no retries. When Redis fails, limits fall back to per-process
+memory (logged once) and Redis is tried again after a pause that doubles up to
+about 30 s; requests keep being answered throughout.
 {% else %}
 
 Budgets live in process memory: each instance limits on its own.
 {% endif %}
 """
 
+import itertools
 {% if cookiecutter.use_redis %}
-import asyncio
+import logging
 {% endif %}
 import math
 import time
 from collections.abc import Callable
-{% if cookiecutter.use_redis %}
-from typing import Any
-{% endif %}
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from fastapi.routing import RouteContext, iter_route_contexts
+from limits import RateLimitItem
+from limits.aio.storage import MemoryStorage{{ ", RedisStorage" if cookiecutter.use_redis else "" }}
+from limits.aio.strategies import FixedWindowRateLimiter
 {% if cookiecutter.use_redis %}
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 {% endif %}
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
+from slowapi.wrappers import Limit
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.health import HEALTH_PATHS
 from app.settings import Settings, get_settings
+{% if cookiecutter.use_redis %}
 
-STORAGE_TIMEOUT_SECONDS = 0.2
+logger = logging.getLogger(__name__)
+
+# After a Redis failure, budgets count in memory this long before Redis is tried
+# again; the pause doubles with each failure in a row, up to the longest.
+FIRST_PAUSE_SECONDS = 1.0
+LONGEST_PAUSE_SECONDS = 32.0
+{% endif %}
 
 
 def client_address(request: Request) -> str:
@@ -63,33 +75,14 @@ def client_address(request: Request) -> str:
 
 
 def create_limiter(settings: Settings) -> Limiter:
-{% if cookiecutter.use_redis %}
-    storage_uri, storage_options = "memory://", dict[str, Any]()
-    if settings.redis_url is not None:
-        storage_uri = settings.redis_url
-        storage_options = {
-            "socket_timeout": STORAGE_TIMEOUT_SECONDS,
-            "socket_connect_timeout": STORAGE_TIMEOUT_SECONDS,
-            # redis-py's default retries back off for seconds: none, the limit fails open.
-            "retry": Retry(NoBackoff(), retries=0),
-            "key_prefix": f"{settings.cache_key_prefix}ratelimit",
-        }
-{% endif %}
+    """slowapi's limiter, where routes declare their limits; it counts nothing itself."""
     return Limiter(
         key_func=client_address,
         default_limits=[settings.rate_limit_default],
         enabled=settings.rate_limit_enabled,
-        # slowapi reads the X-RateLimit-* headers with two more storage calls per
-        # request; 429 answers carry Retry-After without them.
+        # RateLimitMiddleware makes every check, for decorated routes too.
+        auto_check=False,
         headers_enabled=False,
-{% if cookiecutter.use_redis %}
-        storage_uri=storage_uri,
-        storage_options=storage_options,
-        in_memory_fallback_enabled=True,
-        swallow_errors=True,
-{% else %}
-        storage_uri="memory://",
-{% endif %}
     )
 
 
@@ -98,22 +91,97 @@ def create_limiter(settings: Settings) -> Limiter:
 limiter = create_limiter(get_settings())
 
 
+class Budgets:
+    """What each client has used of each limit{{ ": in Redis, or in memory while Redis fails" if cookiecutter.use_redis else ", in process memory" }}.
+
+    Made in the lifespan (`rate_limits` in its state).
+    """
+
+{% if cookiecutter.use_redis %}
+    def __init__(self, redis: Redis | None, key_prefix: str) -> None:
+        self.memory = FixedWindowRateLimiter(MemoryStorage())
+        self.shared: FixedWindowRateLimiter | None = None
+        if redis is not None:
+            # On the app's own connections. (`limits` types its storage options as
+            # plain values; a connection pool is one it documents.)
+            storage = RedisStorage(
+                "async+redis://",
+                implementation="redispy",
+                connection_pool=redis.connection_pool,  # type: ignore[arg-type]
+                key_prefix=key_prefix,
+            )
+            self.shared = FixedWindowRateLimiter(storage)
+        self.failing = False
+        self.pause = FIRST_PAUSE_SECONDS
+        self.retry_at = 0.0
+
+    def counter(self) -> FixedWindowRateLimiter:
+        if self.shared is not None and time.monotonic() >= self.retry_at:
+            return self.shared
+        return self.memory
+
+    async def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        """Count one request; False when it is over the limit."""
+        counter = self.counter()
+        if counter is self.memory:
+            return await counter.hit(item, *identifiers, cost=cost)
+        try:
+            allowed = await counter.hit(item, *identifiers, cost=cost)
+        except (RedisError, OSError) as error:
+            self.shared_failed(error)
+            return await self.memory.hit(item, *identifiers, cost=cost)
+        if self.failing:
+            logger.info("Rate limit storage recovered: budgets are shared again")
+            self.failing = False
+            self.pause = FIRST_PAUSE_SECONDS
+        return allowed
+
+    def shared_failed(self, error: Exception) -> None:
+        if not self.failing:
+            logger.warning(
+                "Rate limit storage failed (%s): falling back to in-memory storage",
+                type(error).__name__,
+            )
+        self.failing = True
+        self.retry_at = time.monotonic() + self.pause
+        self.pause = min(self.pause * 2, LONGEST_PAUSE_SECONDS)
+
+    async def seconds_to_reset(self, item: RateLimitItem, *identifiers: str) -> int:
+        try:
+            reset_at, _remaining = await self.counter().get_window_stats(item, *identifiers)
+        except (RedisError, OSError):  # The longest wait is one window.
+            return int(item.get_expiry())
+        return max(1, math.ceil(reset_at - time.time()))
+{% else %}
+    def __init__(self) -> None:
+        self.memory = FixedWindowRateLimiter(MemoryStorage())
+
+    async def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        """Count one request; False when it is over the limit."""
+        return await self.memory.hit(item, *identifiers, cost=cost)
+
+    async def seconds_to_reset(self, item: RateLimitItem, *identifiers: str) -> int:
+        reset_at, _remaining = await self.memory.get_window_stats(item, *identifiers)
+        return max(1, math.ceil(reset_at - time.time()))
+{% endif %}
+
+
 class RateLimitMiddleware:
     """slowapi's limits, checked before the route runs (pure ASGI).
 
     slowapi's own `SlowAPIASGIMiddleware` finds a request's route by scanning
     `app.routes`, which since FastAPI 0.137 no longer lists the routes of
     included routers, so it leaves them unlimited without a word (slowapi issue
-    #281). This one takes the same steps but finds the route with FastAPI's
-    `iter_route_contexts`. It also checks the limits routes declare with
-    `@limiter.limit`, so that every storage call runs off the event loop;
-    slowapi's decorator then sees the check done and skips its own.
+    #281). This one finds the route with FastAPI's `iter_route_contexts`, takes
+    its limits from slowapi as slowapi would (its own from `@limiter.limit`, and
+    the defaults unless those replace them), and counts them in `Budgets`.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         # The app's routes, listed at the first request (they are all defined by then).
         self.routes: list[RouteContext] | None = None
+        self.route_limits: dict[Callable[..., object], tuple[Limit, ...]] = {}
 
     def find_endpoint(self, scope: Scope) -> Callable[..., object] | None:
         if self.routes is None:
@@ -124,6 +192,23 @@ class RateLimitMiddleware:
                 return route.endpoint
         return None
 
+    def limits_for(self, endpoint: Callable[..., object], request: Request) -> tuple[Limit, ...]:
+        name = f"{endpoint.__module__}.{endpoint.__name__}"
+        limits = self.route_limits.get(endpoint)
+        if limits is None:
+            own = limiter._route_limits.get(name, [])
+            if name in limiter._exempt_routes:
+                limits = ()
+            elif any(limit.override_defaults for limit in own):
+                limits = tuple(own)
+            else:
+                limits = (*own, *itertools.chain.from_iterable(limiter._default_limits))
+            self.route_limits[endpoint] = limits
+        # Limits given as a function are worked out for each request.
+        for group in limiter._dynamic_route_limits.get(name, ()):
+            limits = (*limits, *group.with_request(request))
+        return limits
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not limiter.enabled or scope["path"] in HEALTH_PATHS:
             await self.app(scope, receive, send)
@@ -132,44 +217,31 @@ class RateLimitMiddleware:
         if endpoint is None:  # No route: the app answers 404 or 405, unlimited.
             await self.app(scope, receive, send)
             return
-        name = f"{endpoint.__module__}.{endpoint.__name__}"
-        own_limit = name in limiter._route_limits or name in limiter._dynamic_route_limits
         request = Request(scope, receive, send)
-        try:
-{% if cookiecutter.use_redis %}
-            # slowapi's storage calls block (on Redis): in a worker thread, off the event
-            # loop. asyncio's own thread pool: measured, about 10% more requests a second
-            # than Starlette's run_in_threadpool.
-            await asyncio.to_thread(limiter._check_request_limit, request, endpoint, not own_limit)
-{% else %}
-            limiter._check_request_limit(request, endpoint, not own_limit)
-{% endif %}
-        except RateLimitExceeded as exceeded:
-            response = await rate_limit_exceeded(request, exceeded)
-            await response(scope, receive, send)
-            return
-        if own_limit:
-            # Tells slowapi's decorator the check is done. When slowapi swallowed a
-            # storage error (requests in flight as the storage failed), the check left
-            # no limit behind, and the decorator would fail reading it.
-            request.state._rate_limiting_complete = True
-            request.state.view_rate_limit = getattr(request.state, "view_rate_limit", None)
+        budgets: Budgets = scope["state"]["rate_limits"]
+        # The steps of slowapi's own check, with the counting awaited.
+        for limit in self.limits_for(endpoint, request):
+            if limit.methods is not None and request.method.lower() not in limit.methods:
+                continue
+            if limit.is_exempt(request):
+                continue
+            key = limit.key_func(request)
+            limit_scope = limit.scope or scope["path"]
+            if limit.per_method:
+                limit_scope += f":{request.method}"
+            cost = limit.cost(request) if callable(limit.cost) else limit.cost
+            if not await budgets.hit(limit.limit, key, limit_scope, cost=cost):
+                retry_after = await budgets.seconds_to_reset(limit.limit, key, limit_scope)
+                response = too_many_requests(RateLimitExceeded(limit).detail, retry_after)
+                await response(scope, receive, send)
+                return
+        # slowapi's decorator reads this after the route; its headers are off.
+        request.state.view_rate_limit = None
         await self.app(scope, receive, send)
 
 
-def _seconds_to_reset(request: Request) -> int:
-    limit, keys = request.state.view_rate_limit
-    try:
-        reset_at, _remaining = limiter.limiter.get_window_stats(limit, *keys)
-    except Exception:  # noqa: BLE001 - the storage failed: the longest wait is one window
-        return int(limit.get_expiry())
-    return max(1, math.ceil(reset_at - time.time()))
-
-
-async def rate_limit_exceeded(request: Request, error: Exception) -> Response:
+def too_many_requests(limit: str, retry_after: int) -> JSONResponse:
     """429 JSON with `Retry-After`: the seconds until the client's window resets."""
-    limit = error.detail if isinstance(error, RateLimitExceeded) else "too many requests"
-    retry_after = {{ "await asyncio.to_thread(_seconds_to_reset, request)" if cookiecutter.use_redis else "_seconds_to_reset(request)" }}
     return JSONResponse(
         {"detail": f"Rate limit exceeded: {limit}"},
         status_code=429,

@@ -18,8 +18,14 @@ from pathlib import Path
 import httpx
 import pytest
 from limits import parse
+{% if cookiecutter.use_redis and cookiecutter.use_postgres %}
+from limits.aio.storage import RedisStorage
+{% endif %}
 {% if cookiecutter.use_redis %}
 from redis import Redis
+{% endif %}
+{% if cookiecutter.use_redis and cookiecutter.use_postgres %}
+from redis.exceptions import ConnectionError as RedisConnectionError
 {% endif %}
 
 from app.ratelimit import limiter
@@ -82,17 +88,28 @@ async def test_a_route_limit_answers_429_json_with_retry_after(client: httpx.Asy
     assert 0 < int(refused.headers["retry-after"]) <= 60
     assert refused.headers["x-request-id"]
     assert other_client.status_code == 201
+{% if cookiecutter.use_redis %}
 
 
-async def test_a_route_limit_fails_open_when_its_check_was_swallowed(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+async def test_a_route_limit_fails_open_while_redis_fails(
+    client: httpx.AsyncClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # What slowapi does with a storage error it swallows: no limit recorded.
-    monkeypatch.setattr(limiter, "_check_request_limit", lambda *_args: None)
+    if settings.redis_url is None:
+        pytest.skip("REDIS_URL is unset: budgets are in memory")
 
-    created = await client.post("/items", json={"name": "unchecked"}, headers=some_client())
+    async def unreachable(*_args: object, **_kwargs: object) -> int:
+        raise RedisConnectionError("Redis is down")
 
-    assert created.status_code == 201, created.text
+    monkeypatch.setattr(RedisStorage, "incr", unreachable)
+    headers = some_client()
+    created = [
+        await client.post("/items", json={"name": f"redis-down-{n}"}, headers=headers)
+        for n in range(11)
+    ]
+
+    # Counted in memory meanwhile: still limited, never a 500.
+    assert [answer.status_code for answer in created] == [201] * 10 + [429]
+{% endif %}
 {% endif %}
 
 
