@@ -213,12 +213,15 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or not limiter.enabled or scope["path"] in HEALTH_PATHS:
             await self.app(scope, receive, send)
             return
+        state = scope["state"]
+        # slowapi's decorator reads this after the route runs (its headers are off).
+        state["view_rate_limit"] = None
         endpoint = self.find_endpoint(scope)
         if endpoint is None:  # No route: the app answers 404 or 405, unlimited.
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive, send)
-        budgets: Budgets = scope["state"]["rate_limits"]
+        budgets: Budgets = state["rate_limits"]
         # The steps of slowapi's own check, with the counting awaited.
         for limit in self.limits_for(endpoint, request):
             if limit.methods is not None and request.method.lower() not in limit.methods:
@@ -235,8 +238,6 @@ class RateLimitMiddleware:
                 response = too_many_requests(RateLimitExceeded(limit).detail, retry_after)
                 await response(scope, receive, send)
                 return
-        # slowapi's decorator reads this after the route; its headers are off.
-        request.state.view_rate_limit = None
         await self.app(scope, receive, send)
 
 
