@@ -34,6 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -166,6 +167,22 @@ class Budgets:
 {% endif %}
 
 
+def declared_limits(endpoint: Callable[..., object]) -> tuple[tuple[Limit, ...], list[Any]]:
+    """A route's limits as slowapi holds them, and its limits given as functions.
+
+    Its own limits from `@limiter.limit`, with the defaults unless those replace
+    them; none for a route under `@limiter.exempt`.
+    """
+    name = f"{endpoint.__module__}.{endpoint.__name__}"
+    own = limiter._route_limits.get(name, [])
+    dynamic = limiter._dynamic_route_limits.get(name, [])
+    if name in limiter._exempt_routes:
+        return (), []
+    if any(limit.override_defaults for limit in own):
+        return tuple(own), dynamic
+    return (*own, *itertools.chain.from_iterable(limiter._default_limits)), dynamic
+
+
 class RateLimitMiddleware:
     """slowapi's limits, checked before the route runs (pure ASGI).
 
@@ -181,7 +198,8 @@ class RateLimitMiddleware:
         self.app = app
         # The app's routes, listed at the first request (they are all defined by then).
         self.routes: list[RouteContext] | None = None
-        self.route_limits: dict[Callable[..., object], tuple[Limit, ...]] = {}
+        # Each route's limits, worked out at its first request.
+        self.route_limits: dict[Callable[..., object], tuple[tuple[Limit, ...], list[Any]]] = {}
 
     def find_endpoint(self, scope: Scope) -> Callable[..., object] | None:
         if self.routes is None:
@@ -193,19 +211,12 @@ class RateLimitMiddleware:
         return None
 
     def limits_for(self, endpoint: Callable[..., object], request: Request) -> tuple[Limit, ...]:
-        name = f"{endpoint.__module__}.{endpoint.__name__}"
-        limits = self.route_limits.get(endpoint)
-        if limits is None:
-            own = limiter._route_limits.get(name, [])
-            if name in limiter._exempt_routes:
-                limits = ()
-            elif any(limit.override_defaults for limit in own):
-                limits = tuple(own)
-            else:
-                limits = (*own, *itertools.chain.from_iterable(limiter._default_limits))
-            self.route_limits[endpoint] = limits
+        declared = self.route_limits.get(endpoint)
+        if declared is None:
+            declared = self.route_limits[endpoint] = declared_limits(endpoint)
+        limits, dynamic = declared
         # Limits given as a function are worked out for each request.
-        for group in limiter._dynamic_route_limits.get(name, ()):
+        for group in dynamic:
             limits = (*limits, *group.with_request(request))
         return limits
 
