@@ -31,11 +31,14 @@ from typing import Any
 
 import socketio
 from app import __version__
-from app.cache import Cache, create_redis
-from app.db import create_engine, create_sessionmaker
+from app.cache import Cache
+from app.db import create_engine
 from app.health import Liveness
-from app.items import Item, ItemCreate, ItemId, ItemRead
+from app.items.models import Item
+from app.items.routes import ItemId
+from app.items.schemas import ItemCreate, ItemRead
 from app.ratelimit import client_address
+from app.redis_client import RedisBreaker, create_redis
 from app.settings import get_settings
 from fastapi import FastAPI, HTTPException, status
 from fastapi.concurrency import run_in_threadpool
@@ -48,6 +51,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from slowapi import Limiter
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -68,9 +72,9 @@ class Handlers:
 
     def __init__(self) -> None:
         self.engine = create_engine(settings)
-        self.sessionmaker = create_sessionmaker(self.engine)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self.redis = create_redis(settings)
-        self.cache = Cache(self.redis, settings.cache_ttl_seconds, settings.cache_key_prefix)
+        self.cache = Cache(self.redis, RedisBreaker(), settings.cache_ttl_seconds, settings.cache_key_prefix)
 
     async def close(self) -> None:
         if self.redis is not None:

@@ -1,10 +1,12 @@
-"""Database: one async engine per process, one session per request."""
+"""Database: the engines and session factory the app holds, and the base of every model."""
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 from sqlalchemy import MetaData, event, exc
@@ -32,7 +34,6 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     TimeoutError,
 )
 
-
 # Named constraints, so migrations can alter and drop them on every database.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -44,7 +45,7 @@ NAMING_CONVENTION = {
 
 
 class Base(DeclarativeBase):
-    """Base class of every ORM model; its metadata is what Alembic compares against."""
+    """Base class of every ORM model (`app/models.py` imports them all for Alembic)."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -73,12 +74,12 @@ def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(settings: Settings, *, for_probes: bool = False) -> AsyncEngine:
-    """Build the engine and its pool from settings.
+    """The engine and its pool, from settings.
 
-    `for_probes` builds the readiness check's own engine: one connection, so the
-    check tells whether the database answers, not whether the request pool is
-    busy. Queued behind a burst of requests, a probe could wait for seconds and
-    take the instance out of rotation just when it is needed.
+    `for_probes` builds the readiness check's own engine with one connection, so
+    the check tells whether the database answers, not whether the request pool
+    is busy: queued behind a burst of requests, a probe could take the instance
+    out of rotation just when it is needed.
     """
     url = settings.database_url
     if url.startswith("sqlite"):
@@ -100,29 +101,52 @@ def create_engine(settings: Settings, *, for_probes: bool = False) -> AsyncEngin
     )
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+@dataclass(frozen=True)
+class Database:
+    """What the app holds of the database."""
+
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    # The readiness check's own engine (see `create_engine`).
+    probe_engine: AsyncEngine
 
 
-async def create_sqlite_schema(engine: AsyncEngine) -> None:
-    """Create missing tables on the embedded SQLite database (PostgreSQL uses Alembic)."""
-    async with engine.begin() as connection:
-        await connection.run_sync(Base.metadata.create_all)
+@asynccontextmanager
+async def open_database(settings: Settings, metadata: MetaData) -> AsyncIterator[Database]:
+    """The engines for the app's lifetime, disposed at shutdown.
 
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request, committed when the endpoint returns.
-
-    The dependency is declared with `scope="function"`, so the commit happens
-    before the response is sent: a client that reads right after a write sees it.
+    On the embedded SQLite database the tables of `metadata` are created at
+    startup; PostgreSQL gets its schema from Alembic only.
     """
-    sessionmaker: async_sessionmaker[AsyncSession] = request.state.sessionmaker
-    async with sessionmaker() as session:
-        yield session
-        await session.commit()
+    engine = create_engine(settings)
+    probe_engine = create_engine(settings, for_probes=True)
+    try:
+        if engine.dialect.name == "sqlite":
+            async with engine.begin() as connection:
+                await connection.run_sync(metadata.create_all)
+        yield Database(engine, async_sessionmaker(engine, expire_on_commit=False), probe_engine)
+    finally:
+        await engine.dispose()
+        await probe_engine.dispose()
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, action: AfterCommit) -> None:
+    """Run `action` once the request's session has committed (see `app.deps.get_session`).
+
+    For work that must not happen unless the write is stored, and not before:
+    invalidating a cache entry, or enqueueing a task that reads the new row.
+    """
+    session.info.setdefault("after_commit", []).append(action)
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commit, then run what the request registered with `after_commit`."""
+    await session.commit()
+    for action in session.info.pop("after_commit", []):
+        await action()
 
 
 async def database_unavailable(_request: Request, error: Exception) -> JSONResponse:

@@ -8,7 +8,7 @@ Sentry through the error log line `app.middleware` writes for them.
 from typing import Any
 
 from app import __version__
-from app.health import HEALTH_PATHS
+from app.paths import PROBE_PATHS
 from app.settings import Settings
 
 
@@ -24,7 +24,7 @@ def init_sentry(settings: Settings) -> bool:
 
     def sample(context: dict[str, Any]) -> float:
         scope = context.get("asgi_scope") or {}
-        return 0.0 if scope.get("path") in HEALTH_PATHS else rate
+        return 0.0 if scope.get("path") in PROBE_PATHS else rate
 
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),

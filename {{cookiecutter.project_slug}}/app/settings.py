@@ -3,12 +3,14 @@
 import json
 from functools import lru_cache
 from typing import Annotated, Literal
+{% if cookiecutter.use_sentry %}
+from urllib.parse import urlsplit
+{% endif %}
 
-from fastapi import Depends, Request
 {% if cookiecutter.use_rate_limit %}
 from limits import parse_many
 {% endif %}
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 {% if cookiecutter.use_postgres %}
 from sqlalchemy import make_url
@@ -47,6 +49,20 @@ def normalise_database_url(url: str) -> str:
     else:
         raise ValueError(f"DATABASE_URL must be a PostgreSQL or SQLite URL, not {backend!r}")
     return parsed.render_as_string(hide_password=False)
+{% endif %}
+{% if cookiecutter.use_sentry %}
+
+
+def is_sentry_dsn(value: str) -> bool:
+    """Whether `value` has the parts sentry-sdk needs: a bad DSN makes its `init` raise."""
+    parts = urlsplit(value)
+    project = parts.path.rstrip("/").rpartition("/")[2]
+    return (
+        parts.scheme in {"http", "https"}
+        and bool(parts.hostname)
+        and bool(parts.username)
+        and project.isdigit()
+    )
 {% endif %}
 
 
@@ -105,7 +121,7 @@ class Settings(BaseSettings):
     # without an answer before a client counts as gone.
     socketio_ping_interval: float = Field(default=25.0, gt=0)
     socketio_ping_timeout: float = Field(default=20.0, gt=0)
-    # Require a token signed with SECRET_KEY to connect (see app/realtime.py).
+    # Require a token signed with SECRET_KEY to connect (see app/security.py).
     socketio_auth_required: bool = False
 {% endif %}
 {% if cookiecutter.use_rate_limit %}
@@ -120,6 +136,11 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 {% endif %}
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator(
         "cors_origins",
@@ -157,6 +178,18 @@ class Settings(BaseSettings):
         return value or None
 {% endif %}
 
+{% if cookiecutter.use_sentry %}
+    @field_validator("sentry_dsn", mode="after")
+    @classmethod
+    def _usable_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not is_sentry_dsn(value.get_secret_value()):
+            raise ValueError(
+                "SENTRY_DSN must be a project's DSN as Sentry shows it "
+                "(https://<public key>@<host>/<project number>), or unset"
+            )
+        return value
+
+{% endif %}
 {% if cookiecutter.use_socketio %}
     @field_validator("socketio_transports", mode="after")
     @classmethod
@@ -214,18 +247,24 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once from the environment and `.env`.
 
-
-async def request_settings(request: Request) -> Settings:
-    """The settings the running app was built with (see `create_app`).
-
-    Dependencies that do no I/O are `async def`: FastAPI runs a plain `def`
-    dependency in a worker thread, and that hop cost /health half its throughput.
+    An invalid value stops the process with one line naming the variable: a
+    platform shows a crash loop's last lines, and a traceback would bury it.
     """
-    settings: Settings = request.state.settings
-    return settings
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SystemExit(f"Invalid settings: {describe(error)}") from None
 
 
-SettingsDep = Annotated[Settings, Depends(request_settings)]
+def describe(error: ValidationError) -> str:
+    """Each problem on one line, as `VARIABLE: what it accepts` (never the value)."""
+    problems = []
+    for problem in error.errors():
+        message = problem["msg"].removeprefix("Value error, ")
+        variable = "_".join(str(part) for part in problem["loc"]).upper()
+        if variable and not message.startswith(variable):
+            message = f"{variable}: {message}"
+        problems.append(message)
+    return "; ".join(problems)

@@ -7,9 +7,8 @@ from alembic import context
 from sqlalchemy import Connection, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app import items  # noqa: F401 - registers the models on Base.metadata
-from app.db import Base
-from app.settings import Settings
+from app.models import Base
+from app.settings import get_settings
 
 # Any constant shared by every runner works; this one spells "alembic" in ASCII.
 MIGRATION_LOCK_ID = 0x616C656D626963
@@ -22,7 +21,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 def database_url() -> str:
     """A URL handed in by a caller (tests), else DATABASE_URL through the app's settings."""
     url: str | None = config.attributes.get("database_url")
-    return url or Settings().database_url
+    return url or get_settings().database_url
 
 
 def run_migrations(connection: Connection) -> None:

@@ -32,9 +32,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-{% if cookiecutter.use_rate_limit %}
-from app.ratelimit import limiter
-{% endif %}
 from app.settings import Settings
 {% if cookiecutter.use_postgres %}
 from tests.postgres import create_database, drop_database, migrate, truncate_all
@@ -57,16 +54,6 @@ def postgres_url() -> Iterator[str | None]:
 {% endif %}
 
 
-{% if cookiecutter.use_rate_limit %}
-@pytest.fixture(autouse=True)
-def rate_limits_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The limiter is process-wide (slowapi's decorators need it at import), so tests
-    that are not about rate limits run without it; tests/test_ratelimit.py turns it on.
-    """
-    monkeypatch.setattr(limiter, "enabled", False)
-
-
-{% endif %}
 @pytest.fixture
 {% if cookiecutter.use_postgres %}
 def settings(tmp_path: Path, postgres_url: str | None) -> Settings:
@@ -77,12 +64,17 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(
         _env_file=None,
         environment="test",
+{% if cookiecutter.use_rate_limit %}
+        # Tests about rate limits turn them on (tests/test_ratelimit.py).
+        rate_limit_enabled=False,
+{% endif %}
 {% if cookiecutter.use_postgres %}
         database_url=postgres_url or f"sqlite+aiosqlite:///{tmp_path / 'test.db'}",
 {% endif %}
 {% if cookiecutter.use_redis %}
         redis_url=os.environ.get("REDIS_URL") or None,
-        cache_key_prefix=f"{os.environ['CACHE_KEY_PREFIX']}{uuid.uuid4().hex[:8]}:",
+        # Keys of its own, so tests sharing a Redis server never see each other's.
+        cache_key_prefix=f"test-{uuid.uuid4().hex[:12]}:",
 {% endif %}
     )
 

@@ -7,7 +7,7 @@ from alembic.config import Config
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.db import Base
+from app.models import Base
 from app.settings import normalise_database_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,6 @@ from contextlib import asynccontextmanager
 
 import httpx
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.main import create_app
@@ -37,10 +36,3 @@ async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client on an app built from `settings`."""
     async with client_on(create_app(settings)) as client:
         yield client
-
-
-def find_fastapi(app: object) -> FastAPI:
-    """The FastAPI app inside whatever wraps it, to add routes in tests."""
-    while not isinstance(app, FastAPI):
-        app = getattr(app, "app", None) or getattr(app, "other_asgi_app")  # noqa: B009
-    return app

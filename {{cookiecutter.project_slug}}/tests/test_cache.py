@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from app.cache import Cache, create_redis
+from app.cache import Cache
+from app.redis_client import RedisBreaker, create_redis
 from app.settings import Settings
 
 
@@ -15,14 +16,14 @@ from app.settings import Settings
 async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
     """The same tests on the in-process backend and, when REDIS_URL is set, on Redis."""
     if request.param == "local":
-        yield Cache(None, default_ttl=60)
+        yield Cache(None, RedisBreaker(), default_ttl=60)
         return
     url = os.environ.get("REDIS_URL")
     if not url:
         pytest.skip("REDIS_URL is not set")
     redis = create_redis(Settings(_env_file=None, redis_url=url))
     assert redis is not None
-    yield Cache(redis, default_ttl=60, prefix=f"test-{uuid.uuid4().hex}:")
+    yield Cache(redis, RedisBreaker(), default_ttl=60, prefix=f"test-{uuid.uuid4().hex}:")
     await redis.aclose()
 
 
@@ -46,7 +47,7 @@ async def test_entries_expire(cache: Cache) -> None:
 
 async def test_local_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("app.cache.LOCAL_MAX_ENTRIES", 3)
-    cache = Cache(None, default_ttl=60)
+    cache = Cache(None, RedisBreaker(), default_ttl=60)
     for n in range(5):
         await cache.set(f"k{n}", n)
 
@@ -55,9 +56,9 @@ async def test_local_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_redis_outage_is_a_miss_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     redis = Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.2)
-    cache = Cache(redis, default_ttl=60)
+    cache = Cache(redis, RedisBreaker(), default_ttl=60)
 
-    with caplog.at_level(logging.WARNING, logger="app.cache"):
+    with caplog.at_level(logging.WARNING, logger="app.redis_client"):
         for _ in range(5):
             await cache.set("key", "value")
             assert await cache.get("key") is None

@@ -1,14 +1,13 @@
 import asyncio
 
 import httpx
-from sqlalchemy import exc{{ ", text" if cookiecutter.use_redis else "" }}
 {% if cookiecutter.use_redis %}
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-{% endif %}
 
-from app.main import create_app
 from app.settings import Settings
-from tests.support import client_for, client_on, find_fastapi
+from tests.support import client_for
+{% endif %}
 
 
 async def create(client: httpx.AsyncClient, name: str, description: str = "") -> dict[str, object]:
@@ -76,6 +75,17 @@ async def test_delete_removes_the_item(client: httpx.AsyncClient) -> None:
     assert deleted.status_code == 204
     assert (await client.get(f"/items/{created['id']}")).status_code == 404
     assert (await client.delete(f"/items/{created['id']}")).status_code == 404
+{% if cookiecutter.use_redis %}
+
+
+async def test_a_deleted_item_is_not_served_from_the_cache(client: httpx.AsyncClient) -> None:
+    created = await create(client, "cached-then-deleted")
+    assert (await client.get(f"/items/{created['id']}")).status_code == 200
+
+    await client.delete(f"/items/{created['id']}")
+
+    assert (await client.get(f"/items/{created['id']}")).status_code == 404
+{% endif %}
 
 
 async def test_invalid_input_is_422_json(client: httpx.AsyncClient) -> None:
@@ -146,41 +156,3 @@ async def test_reads_fall_through_to_the_database_when_redis_is_down(
     assert first.status_code == second.status_code == 200
     assert second.json() == created
 {% endif %}
-
-
-async def test_database_outage_is_503_json(settings: Settings) -> None:
-    down = settings.model_copy(
-        update={"database_url": "postgresql+asyncpg://app:secret@127.0.0.1:9/app"}
-    )
-    async with client_for(down) as client:
-        responses = [await client.get("/items"), await client.post("/items", json={"name": "x"})]
-
-    for response in responses:
-        assert response.status_code == 503
-        assert response.json() == {"detail": "Database unavailable"}
-
-
-async def test_a_connection_dropped_mid_query_is_503_other_database_errors_500(
-    settings: Settings,
-) -> None:
-    app = create_app(settings)
-    api = find_fastapi(app)
-    dropped = exc.DBAPIError("SELECT 1", {}, OSError("reset"), connection_invalidated=True)
-    broken = exc.DBAPIError("SELECT 1", {}, ValueError("bad data"))
-
-    @api.get("/dropped")
-    async def drop() -> None:
-        raise dropped
-
-    @api.get("/broken")
-    async def break_() -> None:
-        raise broken
-
-    async with client_on(app) as client:
-        unavailable = await client.get("/dropped")
-        failed = await client.get("/broken")
-
-    assert unavailable.status_code == 503
-    assert unavailable.json() == {"detail": "Database unavailable"}
-    assert failed.status_code == 500
-    assert failed.json() == {"detail": "Internal server error"}

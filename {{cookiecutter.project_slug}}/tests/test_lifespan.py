@@ -2,7 +2,7 @@
 
 import gc
 
-from app.main import FULL_COLLECTION_THRESHOLD
+from app.lifespan import FULL_COLLECTION_THRESHOLD
 from app.settings import Settings
 from tests.support import client_for
 

@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.db import Base
+from app.models import Base
 from tests.postgres import PROJECT_ROOT, create_database, drop_database, migrate
 
 

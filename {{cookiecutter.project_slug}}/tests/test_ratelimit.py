@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 {% endif %}
 
 from app.ratelimit import limiter
+from app.ratelimit.slowapi_routes import declared_limits
 from app.settings import Settings
 from tests.live import {{ "free_port, " if cookiecutter.use_redis else "" }}live_server
 from tests.support import client_for
@@ -36,9 +37,10 @@ from tests.support import client_for
 _addresses = itertools.count(1)
 
 
-@pytest.fixture(autouse=True)
-def limits_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(limiter, "enabled", True)
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The shared test settings, with rate limits on."""
+    return settings.model_copy(update={"rate_limit_enabled": True})
 
 
 def some_client() -> dict[str, str]:
@@ -136,9 +138,59 @@ async def test_forwarded_addresses_count_only_from_trusted_proxies(settings: Set
             (await client.get("/", headers=some_client())).status_code for _ in range(limit + 1)
         ]
     assert answers[-1] == 429
+
+
+async def test_the_limits_follow_the_settings_given_to_the_app(settings: Settings) -> None:
+    tight = settings.model_copy(update={"rate_limit_default": "2/minute"})
+    off = settings.model_copy(
+        update={"rate_limit_default": "2/minute", "rate_limit_enabled": False}
+    )
+    async with client_for(tight) as client:
+        limited = await statuses(client, "/", 3, some_client())
+    async with client_for(off) as client:
+        unlimited = await statuses(client, "/", 3, some_client())
+
+    assert limited == [200, 200, 429]
+    assert unlimited == [200, 200, 200]
+
+
+@limiter.limit("3/minute")
+async def own_limit(request: object) -> None:
+    """Declared like a route, to read back what slowapi kept."""
+
+
+@limiter.limit("5/minute", override_defaults=False)
+async def added_limit(request: object) -> None:
+    """Declared like a route, to read back what slowapi kept."""
+
+
+@limiter.limit(lambda: "7/minute")
+async def dynamic_limit(request: object) -> None:
+    """Declared like a route, to read back what slowapi kept."""
+
+
+@limiter.exempt  # type: ignore[untyped-decorator]
+async def exempt(request: object) -> None:
+    """Declared like a route, to read back what slowapi kept."""
+
+
+def test_the_slowapi_adapter_reads_back_every_kind_of_declaration() -> None:
+    # Fails when a slowapi release keeps route limits elsewhere: see slowapi_routes.py.
+    own = declared_limits(limiter, own_limit)
+    added = declared_limits(limiter, added_limit)
+    dynamic = declared_limits(limiter, dynamic_limit)
+
+    assert [str(limit.limit) for limit in own.own] == ["3 per 1 minute"]
+    assert own.replaces_defaults
+    assert [str(limit.limit) for limit in added.own] == ["5 per 1 minute"]
+    assert not added.replaces_defaults
+    assert len(dynamic.dynamic) == 1
+    assert declared_limits(limiter, exempt).exempt
+    assert not own.exempt
 {% if not cookiecutter.use_redis %}
 
 
+@pytest.mark.live
 def test_a_real_server_enforces_the_limit(tmp_path: Path) -> None:
     env = {
 {% if cookiecutter.use_postgres %}
@@ -159,6 +211,7 @@ def test_a_real_server_enforces_the_limit(tmp_path: Path) -> None:
 requires_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="REDIS_URL is not set")
 
 
+@pytest.mark.live
 @requires_redis
 def test_two_instances_share_one_budget(tmp_path: Path) -> None:
     env = server_env(tmp_path, REDIS_URL=os.environ["REDIS_URL"], RATE_LIMIT_DEFAULT="4/minute")
@@ -173,6 +226,7 @@ def test_two_instances_share_one_budget(tmp_path: Path) -> None:
     assert 0 < int(answers[4].headers["retry-after"]) <= 60
 
 
+@pytest.mark.live
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server is not installed")
 def test_redis_outage_fails_open_without_blocking_and_recovers(tmp_path: Path) -> None:
     port = free_port()
@@ -209,7 +263,7 @@ def test_redis_outage_fails_open_without_blocking_and_recovers(tmp_path: Path) -
     finally:
         redis.kill()
         redis.wait()
-    assert log.read_text().count("falling back to in-memory storage") == 1
+    assert log.read_text().count("Redis unavailable") == 1
 
 
 def server_env(tmp_path: Path, **env: str) -> dict[str, str]:

@@ -15,8 +15,11 @@ import httpx
 import pytest
 import socketio
 
-from app.realtime import issue_token
+from app.security import issue_token
 from tests.live import PROJECT_ROOT, free_port, live_server, wait_for
+
+# Every test here talks to a real uvicorn process.
+pytestmark = pytest.mark.live
 
 SECRET = "test-secret-" + "x" * 32
 

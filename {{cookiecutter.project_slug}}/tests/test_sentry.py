@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 import sentry_sdk
 from pydantic import SecretStr
+from sentry_sdk.utils import BadDsn, Dsn
 
 from app import __version__
 from app.main import create_app
 from app.sentry import init_sentry
-from app.settings import Settings
-from tests.support import client_on, find_fastapi
+from app.settings import Settings, is_sentry_dsn
+from tests.support import client_on
 
 
 class Receiver(ThreadingHTTPServer):
@@ -78,7 +79,7 @@ async def test_unhandled_errors_reach_sentry(settings: Settings, receiver: Recei
     )
     app = create_app(configured)
 
-    @find_fastapi(app).get("/boom")
+    @app.get("/boom")
     async def boom() -> None:
         raise RuntimeError("reported to sentry")
 
@@ -106,3 +107,25 @@ async def test_unhandled_errors_reach_sentry(settings: Settings, receiver: Recei
 def test_without_a_dsn_sentry_stays_off(settings: Settings) -> None:
     assert init_sentry(settings) is False
     assert not sentry_sdk.get_client().is_active()
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "https://0123456789abcdef@o1.ingest.us.sentry.io/4500000000000000",
+        "http://public@127.0.0.1:9000/1",
+        "https://key:secret@sentry.example.com/path/42",
+        "https://KEY@ORG.ingest.sentry.io/PROJECT",
+        "https://o1.ingest.sentry.io/1",
+        "ftp://key@sentry.example.com/1",
+        "key@sentry.example.com/1",
+    ],
+)
+def test_settings_accept_exactly_the_dsns_the_sdk_accepts(dsn: str) -> None:
+    try:
+        Dsn(dsn)
+    except BadDsn:
+        accepted_by_sdk = False
+    else:
+        accepted_by_sdk = True
+    assert is_sentry_dsn(dsn) is accepted_by_sdk

@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -6,6 +11,8 @@ from app.settings import Settings, normalise_database_url
 {% else %}
 from app.settings import Settings
 {% endif %}
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 {% if cookiecutter.use_postgres %}
 
 
@@ -92,3 +99,73 @@ def test_unsafe_values_are_fine_outside_production() -> None:
     assert settings.debug
     assert not settings.json_logs
     assert settings.serve_docs
+
+
+def test_invalid_settings_name_the_variable_but_never_the_value() -> None:
+    secret = "hunter2-too-short"
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, environment="production", secret_key=secret)
+    assert "SECRET_KEY" in str(refused.value)
+    assert secret not in str(refused.value)
+{% if cookiecutter.use_postgres %}
+
+    url = f"postgres://app:{secret}@db/app?sslmode=sometimes"
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, database_url=url)
+    assert "DATABASE_URL" in str(refused.value)
+    assert secret not in str(refused.value)
+{% endif %}
+
+
+def test_log_levels_accept_any_case() -> None:
+    assert Settings(_env_file=None, log_level="info").log_level == "INFO"
+    assert Settings(_env_file=None, log_level="Warning").log_level == "WARNING"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LOG_LEVEL", "chatty"),
+        ("MAX_BODY_BYTES", "a lot"),
+{% if cookiecutter.use_sentry %}
+        ("SENTRY_DSN", "https://KEY@ORG.ingest.sentry.io/PROJECT"),
+{% endif %}
+{% if cookiecutter.use_postgres %}
+        ("DATABASE_URL", "mysql://app:hunter2@db/app"),
+{% endif %}
+    ],
+)
+def test_an_invalid_setting_stops_startup_with_one_line(variable: str, value: str) -> None:
+    env = {**os.environ, variable: value}
+    started = subprocess.run(
+        [sys.executable, "-c", "import app.main"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert started.returncode == 1
+    lines = started.stderr.strip().splitlines()
+    assert len(lines) == 1, started.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in started.stderr
+    assert "hunter2" not in started.stderr
+{% if cookiecutter.use_sentry %}
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    ["https://KEY@ORG.ingest.sentry.io/PROJECT", "not a url", "https://o1.ingest.sentry.io/1"],
+)
+def test_a_sentry_dsn_sentry_would_refuse_is_refused_here(dsn: str) -> None:
+    with pytest.raises(ValidationError, match="SENTRY_DSN"):
+        Settings(_env_file=None, sentry_dsn=dsn)
+
+
+def test_a_real_sentry_dsn_is_accepted() -> None:
+    dsn = "https://0123456789abcdef@o1.ingest.us.sentry.io/4500000000000000"
+    settings = Settings(_env_file=None, sentry_dsn=dsn)
+    assert settings.sentry_dsn is not None
+{% endif %}

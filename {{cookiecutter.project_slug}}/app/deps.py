@@ -1,0 +1,76 @@
+"""Every dependency a route can ask for, as `Annotated` types: `session: SessionDep`.
+
+Each reads what the lifespan made (`AppState`). They are `async def` because FastAPI
+runs a plain `def` dependency in a worker thread, a hop that costs more than the
+dependency itself.
+"""
+
+{% if cookiecutter.use_postgres %}
+from collections.abc import AsyncIterator
+{% endif %}
+from typing import Annotated
+
+{% if cookiecutter.use_socketio %}
+import socketio
+{% endif %}
+from fastapi import Depends, Request
+{% if cookiecutter.use_postgres %}
+from sqlalchemy.ext.asyncio import AsyncSession
+{% endif %}
+
+{% if cookiecutter.use_redis %}
+from app.cache import Cache
+{% endif %}
+{% if cookiecutter.use_postgres %}
+from app.db import commit
+{% endif %}
+from app.settings import Settings
+from app.state import AppState
+
+
+def app_state(request: Request) -> AppState:
+    """The state the lifespan made (a plain function: not a dependency itself)."""
+    state: AppState = request.state.app_state
+    return state
+
+
+async def current_settings(request: Request) -> Settings:
+    return app_state(request).settings
+
+
+SettingsDep = Annotated[Settings, Depends(current_settings)]
+{% if cookiecutter.use_postgres %}
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request, committed when the endpoint returns without an error.
+
+    `scope="function"` below makes the commit happen before the response is sent,
+    so a client that reads right after a write sees it. The one rule: endpoints
+    never commit; work that must follow the commit goes to `app.db.after_commit`.
+    """
+    async with app_state(request).database.sessionmaker() as session:
+        yield session
+        await commit(session)
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+{% endif %}
+{% if cookiecutter.use_redis %}
+
+
+async def get_cache(request: Request) -> Cache:
+    return app_state(request).cache
+
+
+CacheDep = Annotated[Cache, Depends(get_cache)]
+{% endif %}
+{% if cookiecutter.use_socketio %}
+
+
+async def get_sio(request: Request) -> socketio.AsyncServer:
+    return app_state(request).sio
+
+
+SioDep = Annotated[socketio.AsyncServer, Depends(get_sio)]
+{% endif %}

@@ -1,0 +1,101 @@
+"""The app's lifespan: each feature's piece, entered in one place, and the state they make."""
+
+import functools
+import gc
+from collections.abc import AsyncIterator, Callable
+from contextlib import {{ "AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager" if cookiecutter.use_postgres or cookiecutter.use_redis or cookiecutter.use_socketio else "AbstractAsyncContextManager, asynccontextmanager" }}
+
+{% if cookiecutter.use_socketio %}
+import socketio
+{% endif %}
+from fastapi import FastAPI
+
+{% if cookiecutter.use_redis %}
+from app.cache import Cache
+{% endif %}
+{% if cookiecutter.use_postgres %}
+from app.db import open_database
+from app.models import Base
+{% endif %}
+{% if cookiecutter.use_rate_limit %}
+from app.ratelimit import Budgets
+{% endif %}
+{% if cookiecutter.use_socketio %}
+from app.realtime.lifecycle import open_realtime
+{% endif %}
+{% if cookiecutter.use_redis %}
+from app.redis_client import RedisBreaker, open_redis
+{% endif %}
+from app.settings import Settings
+from app.state import STATE_KEY, AppState
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[dict[str, AppState]]]
+
+
+{% if cookiecutter.use_socketio %}
+def lifespan(settings: Settings, sio: socketio.AsyncServer) -> Lifespan:
+{% else %}
+def lifespan(settings: Settings) -> Lifespan:
+{% endif %}
+    """Open what the app holds at startup, close it at shutdown (in reverse order)."""
+
+    @asynccontextmanager
+    async def run(_app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+{% if not (cookiecutter.use_postgres or cookiecutter.use_redis or cookiecutter.use_socketio) %}
+        tune_garbage_collector()
+        yield {STATE_KEY: AppState(settings=settings{{ ", rate_limits=Budgets()" if cookiecutter.use_rate_limit else "" }})}
+{% else %}
+        async with AsyncExitStack() as stack:
+{% if cookiecutter.use_postgres %}
+            database = await stack.enter_async_context(open_database(settings, Base.metadata))
+{% endif %}
+{% if cookiecutter.use_redis %}
+            redis = await stack.enter_async_context(open_redis(settings))
+            breaker = RedisBreaker()
+{% endif %}
+{% if cookiecutter.use_socketio %}
+            await stack.enter_async_context(open_realtime(sio))
+{% endif %}
+            tune_garbage_collector()
+            yield {
+                STATE_KEY: AppState(
+                    settings=settings,
+{% if cookiecutter.use_postgres %}
+                    database=database,
+{% endif %}
+{% if cookiecutter.use_redis %}
+                    redis=redis,
+                    redis_breaker=breaker,
+                    cache=Cache(
+                        redis, breaker, settings.cache_ttl_seconds, settings.cache_key_prefix
+                    ),
+{% endif %}
+{% if cookiecutter.use_rate_limit and cookiecutter.use_redis %}
+                    rate_limits=Budgets(redis, breaker, f"{settings.cache_key_prefix}ratelimit"),
+{% elif cookiecutter.use_rate_limit %}
+                    rate_limits=Budgets(),
+{% endif %}
+{% if cookiecutter.use_socketio %}
+                    sio=sio,
+{% endif %}
+                )
+            }
+{% endif %}
+
+    return run
+
+
+# Full collections once per 100 young-generation passes rather than per 10.
+FULL_COLLECTION_THRESHOLD = 100
+
+
+@functools.cache
+def tune_garbage_collector() -> None:
+    """Freeze what the first start made and make full collections rarer, once per process.
+
+    Each full collection pauses the process for as long as it takes to walk every
+    object; the benchmark's latency tails show it (see the CHANGELOG).
+    """
+    gc.freeze()
+    young, middle, _full = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_THRESHOLD)

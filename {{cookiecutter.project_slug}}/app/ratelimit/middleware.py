@@ -1,0 +1,118 @@
+"""The pure-ASGI middleware that checks every limit before the route runs."""
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import RouteContext, iter_route_contexts
+from slowapi.errors import RateLimitExceeded
+from slowapi.wrappers import Limit, LimitGroup
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.paths import PROBE_PATHS
+from app.ratelimit import slowapi_routes
+from app.ratelimit.budgets import Budgets
+from app.ratelimit.limiter import client_address, limiter
+from app.settings import Settings
+from app.state import STATE_KEY
+
+
+class RateLimitMiddleware:
+    """Each route's limits (its own from `@limiter.limit`, and RATE_LIMIT_DEFAULT
+    unless those replace it), counted in the app's `Budgets`.
+
+    Not slowapi's own middleware: it finds a request's route by scanning
+    `app.routes`, which since FastAPI 0.137 leaves out the routes of included
+    routers, so they go unlimited without a word (slowapi issue #281).
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.enabled = settings.rate_limit_enabled
+        defaults = LimitGroup(
+            limit_provider=settings.rate_limit_default,
+            key_function=client_address,
+            scope=None,
+            per_method=False,
+            methods=None,
+            error_message=None,
+            exempt_when=None,
+            cost=1,
+            override_defaults=False,
+        )
+        self.defaults = tuple(defaults)
+        slowapi_routes.check(limiter)
+        # Listed at the first request, when every route is defined.
+        self.routes: list[RouteContext] | None = None
+        self.declared: dict[Callable[..., Any], slowapi_routes.DeclaredLimits] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # slowapi's decorator reads this after a limited route runs.
+        scope["state"]["view_rate_limit"] = None
+        if not self.enabled or scope["path"] in PROBE_PATHS:
+            await self.app(scope, receive, send)
+            return
+        endpoint = self.find_endpoint(scope)
+        if endpoint is None:  # No route: the app answers 404 or 405, unlimited.
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        budgets: Budgets = scope["state"][STATE_KEY].rate_limits
+        for limit in self.limits_for(endpoint, request):
+            refusal = await self.check(limit, request, budgets)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def find_endpoint(self, scope: Scope) -> Callable[..., Any] | None:
+        if self.routes is None:
+            self.routes = list(iter_route_contexts(scope["app"].routes))
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return route.endpoint
+        return None
+
+    def limits_for(self, endpoint: Callable[..., Any], request: Request) -> list[Limit]:
+        declared = self.declared.get(endpoint)
+        if declared is None:
+            declared = self.declared[endpoint] = slowapi_routes.declared_limits(limiter, endpoint)
+        if declared.exempt:
+            return []
+        limits = [*declared.own]
+        if not declared.replaces_defaults:
+            limits += self.defaults
+        for group in declared.dynamic:
+            limits += group.with_request(request)
+        return limits
+
+    async def check(self, limit: Limit, request: Request, budgets: Budgets) -> JSONResponse | None:
+        """slowapi's own steps for one limit; a 429 response when it is spent."""
+        if limit.methods is not None and request.method.lower() not in limit.methods:
+            return None
+        if limit.is_exempt(request):
+            return None
+        key = limit.key_func(request)
+        name = limit.scope or request.scope["path"]
+        if limit.per_method:
+            name += f":{request.method}"
+        cost = limit.cost(request) if callable(limit.cost) else limit.cost
+        if await budgets.hit(limit.limit, key, name, cost=cost):
+            return None
+        retry_after = await budgets.seconds_to_reset(limit.limit, key, name)
+        return too_many_requests(RateLimitExceeded(limit).detail, retry_after)
+
+
+def too_many_requests(limit: str, retry_after: int) -> JSONResponse:
+    """429 JSON with `Retry-After`: the seconds until the client's window resets."""
+    return JSONResponse(
+        {"detail": f"Rate limit exceeded: {limit}"},
+        status_code=429,
+        headers={"Retry-After": str(retry_after)},
+    )

@@ -1,0 +1,92 @@
+"""`POST /realtime/rooms/{room}/emit`: a backend sends an event to a room over HTTP."""
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, status
+from pydantic import BaseModel, Field, field_validator
+
+from app.deps import SettingsDep, SioDep
+from app.realtime.events import RoomName
+from app.security import verify_token
+
+logger = logging.getLogger(__name__)
+
+RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting"})
+EMIT_TIMEOUT_SECONDS = 2.0
+# Data nested deeper than this is refused (422) rather than failing to encode.
+MAX_DATA_DEPTH = 32
+
+
+async def require_token(
+    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """With SOCKETIO_AUTH_REQUIRED, the bridge takes the same tokens as the socket."""
+    if not settings.socketio_auth_required:
+        return
+    token = (authorization or "").removeprefix("Bearer ").strip()
+    if verify_token(token, settings.secret_key.get_secret_value()) is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "Missing or invalid bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def depth(value: object) -> int:
+    """How deeply lists and dicts nest in `value` (without recursion, which deep input exhausts)."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
+class Emit(BaseModel):
+    event: str = Field(default="message", min_length=1, max_length=64, pattern=r"^[\w.:-]+$")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("event")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_EVENTS:
+            raise ValueError(f"{value!r} is reserved by Socket.IO")
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _not_too_deep(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if depth(value) > MAX_DATA_DEPTH:
+            raise ValueError(f"nests deeper than {MAX_DATA_DEPTH} levels")
+        return value
+
+
+class EmitAccepted(BaseModel):
+    room: str
+    event: str
+
+
+router = APIRouter(prefix="/realtime", tags=["realtime"])
+
+
+@router.post(
+    "/rooms/{room}/emit",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(require_token)],
+)
+async def emit_to_room(
+    room: Annotated[RoomName, Path()], payload: Emit, sio: SioDep
+) -> EmitAccepted:
+    """Send `event` with `data` to every client in `room`, on every instance."""
+    try:
+        async with asyncio.timeout(EMIT_TIMEOUT_SECONDS):
+            await sio.emit(payload.event, payload.data, room=room)
+    except TimeoutError:
+        logger.warning("Emit to room %s timed out", room)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "Realtime unavailable") from None
+    return EmitAccepted(room=room, event=payload.event)

@@ -1,0 +1,22 @@
+"""Every router the service serves, in one list: add a new resource's router here."""
+
+from fastapi import APIRouter
+
+from app import health, meta
+{% if cookiecutter.use_postgres %}
+from app.items.routes import router as items_router
+{% endif %}
+{% if cookiecutter.use_socketio %}
+from app.realtime.bridge import router as realtime_router
+{% endif %}
+
+ROUTERS: list[APIRouter] = [
+    health.router,
+    meta.router,
+{% if cookiecutter.use_postgres %}
+    items_router,
+{% endif %}
+{% if cookiecutter.use_socketio %}
+    realtime_router,
+{% endif %}
+]
