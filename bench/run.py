@@ -1,7 +1,7 @@
 """Benchmark the default generated project against bare Starlette and FastAPI ceilings.
 
     make bench                                  # the full run, a few minutes
-    .venv/bin/python bench/run.py --quick       # seconds per endpoint: checks the script works
+    .venv/bin/python -m bench.run --quick       # seconds per endpoint: checks the script works
 
 It bakes the default project, serves it with uvicorn on real PostgreSQL and Redis
 (TEST_DATABASE_URL / TEST_REDIS_URL, as the test suite), and drives it with `wrk`.
@@ -42,23 +42,17 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.bakery import (  # noqa: E402
+from toolkit.bakery import (
     DATABASE_URL,
-    DEFAULT_PYTHON,
     REDIS_URL,
     bake,
-    clean_env,
-    free_port,
-    run,
     runtime_dependencies,
     superset_dependencies,
     venv_for,
 )
-from tests.servers import drop_scratch_database, scratch_database  # noqa: E402
+from toolkit.features import DEFAULT_PYTHON, ROOT
+from toolkit.processes import clean_env, free_port, run
+from toolkit.servers import drop_scratch_database, scratch_database
 
 BENCH = ROOT / "bench"
 CONNECTIONS = 64

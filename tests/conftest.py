@@ -11,8 +11,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.bakery import DATABASE_URL, DEFAULT_PYTHON, REDIS_URL, bake, superset_dependencies, venv_for
 from tests.report import REPORT_FILE, Figures
+from toolkit.bakery import DATABASE_URL, REDIS_URL, bake, superset_dependencies, venv_for
+from toolkit.features import DEFAULT_PYTHON
 
 # Reliability reports: this process's, or those the xdist workers sent back.
 _REPORTS: list[str] = []

@@ -266,9 +266,10 @@ def describe(samples: list[Sample]) -> dict[str, Any]:
     }
 
 
-def first_after(samples: list[Sample], moment: float, status: int) -> float | None:
-    """Seconds from `moment` to the end of the first sample started after it that answered `status`."""
+def first_after(samples: list[Sample], moment: float, status: int, body_has: str = "") -> float | None:
+    """Seconds from `moment` to the end of the first sample started after it that answered
+    `status` with `body_has` in its body."""
     for sample in sorted(samples, key=lambda s: s.started):
-        if sample.started >= moment and sample.status == status:
+        if sample.started >= moment and sample.status == status and body_has in sample.body:
             return round(sample.started + sample.elapsed - moment, 2)
     return None

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bakery import ROOT, run
+from toolkit.features import ROOT
+from toolkit.processes import run
 
 pytestmark = pytest.mark.xdist_group("bench")
 
@@ -27,9 +28,7 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
 ) -> None:
     if shutil.which("wrk") is None:
         pytest.fail("wrk is not installed (it is in .ci/run's APT_PACKAGES)")
-    result = run(
-        [sys.executable, ROOT / "bench" / "run.py", "--quick", "--output", tmp_path], ROOT, timeout=300
-    )
+    result = run([sys.executable, "-m", "bench.run", "--quick", "--output", tmp_path], ROOT, timeout=300)
 
     table = (tmp_path / "results.md").read_text()
     assert table in result.stdout

@@ -26,17 +26,9 @@ from cookiecutter.environment import StrictEnvironment
 from cookiecutter.main import cookiecutter
 from jinja2 import FileSystemLoader
 
-from tests.bakery import (
-    CONTEXT,
-    FEATURES,
-    ROOT,
-    TARGETS,
-    TEMPLATE_DIR,
-    bake,
-    clean_env,
-    render_pyproject,
-    run,
-)
+from toolkit.bakery import TEMPLATE_DIR, bake, render_pyproject
+from toolkit.features import ALL_OFF, CONTEXT, ROOT, TARGETS
+from toolkit.processes import clean_env, run
 
 BIN = Path(sys.executable).parent
 CRUFT = BIN / "cruft"
@@ -52,7 +44,6 @@ GIT_IDENTITY = {
 }
 # Lines that check-merge-conflict reports (pre-commit-hooks' own list).
 CONFLICT_MARKERS = (b"<<<<<<< ", b"======= ", b"=======\n", b"=======\r\n", b">>>>>>> ")
-ALL_OFF = {feature: False for feature in FEATURES}
 EVERY_TARGET_AND_ALL_OFF = [{"deploy_target": target} for target in TARGETS] + [ALL_OFF]
 
 

@@ -29,9 +29,10 @@ import jsonschema
 import pytest
 import yaml
 
-from tests import servers
-from tests.bakery import ROOT, TARGETS, free_port, run
-from tests.servers import serving
+from toolkit import servers
+from toolkit.features import ROOT, TARGETS
+from toolkit.processes import free_port, run
+from toolkit.servers import serving
 
 CONTAINER_TARGETS = ("docker-compose", "railway", "cloud-run", "kubernetes", "fly", "render")
 MY_TARGETS = ("docker-compose", "railway", "fly", "render")
@@ -891,7 +892,7 @@ def render_doc(name: str, answers: dict[str, Any]) -> str:
     """templates/readme/NAME as the generated README includes it, for these answers."""
     from cookiecutter.environment import StrictEnvironment
 
-    from tests.bakery import CONTEXT
+    from toolkit.features import CONTEXT
 
     context = {key: value[0] if isinstance(value, list) else value for key, value in CONTEXT.items()}
     context |= {"project_slug": "my-service"} | answers

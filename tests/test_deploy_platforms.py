@@ -32,8 +32,10 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.bakery import CONTEXT, TARGETS, free_port, leftover_jinja, run
-from tests.servers import drop_scratch_database, env_with, scratch, scratch_database, serving
+from toolkit.bakery import leftover_jinja
+from toolkit.features import CONTEXT, TARGETS
+from toolkit.processes import clean_env, free_port, run
+from toolkit.servers import drop_scratch_database, scratch, scratch_database, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "tests" / "schemas"
@@ -266,7 +268,7 @@ def fake_gcloud(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def deploy_env(bin_dir: Path, **extra: str) -> dict[str, str]:
-    return env_with(
+    return clean_env(
         PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         PROJECT_ID="demo-project",
         REGION="europe-west1",
@@ -412,7 +414,7 @@ def test_cloud_run_job_migrates_over_the_cloud_sql_socket_url_and_the_service_se
     path = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"
     job = yaml.safe_load((applied / "migrate-job.yaml").read_text())
     job_container = job["spec"]["template"]["spec"]["template"]["spec"]["containers"][0]
-    job_env = env_with(PATH=path, **container_env(job_container, secrets))
+    job_env = clean_env(PATH=path, **container_env(job_container, secrets))
 
     run(image_command(job_container["command"], project), project, job_env)
 
@@ -425,7 +427,7 @@ def test_cloud_run_job_migrates_over_the_cloud_sql_socket_url_and_the_service_se
     (cloudsql / instance / ".s.PGSQL.5432").symlink_to("/var/run/postgresql/.s.PGSQL.5432")
     container = service["spec"]["template"]["spec"]["containers"][0]
     port = free_port()
-    env = env_with(PATH=path, PORT=str(port), **container_env(container, secrets))
+    env = clean_env(PATH=path, PORT=str(port), **container_env(container, secrets))
     base = f"http://127.0.0.1:{port}"
     # The image's default command, with the service's environment (PORT set by Cloud Run).
     with serving([project / "scripts" / "serve"], project, env, f"{base}/health", tmp_path / "serve.log"):
@@ -619,7 +621,7 @@ def test_helm_migration_job_migrates_with_the_charts_settings(bakery: Any, venv:
     assert job_container["envFrom"] == [{"configMapRef": {"name": "demo"}}, {"secretRef": {"name": "demo"}}]
     settings = dict(kinds["ConfigMap"]["data"])
     settings |= {key: base64.b64decode(value).decode() for key, value in kinds["Secret"]["data"].items()}
-    env = env_with(PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", **settings)
+    env = clean_env(PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", **settings)
 
     run(image_command(job_container["command"], project), project, env)
 
@@ -796,7 +798,7 @@ def test_vm_files_pass_their_validators(
 
     # gunicorn: its own check, the worker class importable, the bind address.
     bin_dir = venv / "bin"
-    env = env_with(PORT="8123")
+    env = clean_env(PORT="8123")
     run(
         [bin_dir / "gunicorn", "--check-config", "--config", "gunicorn.conf.py", "app.main:app"], project, env
     )
@@ -812,7 +814,7 @@ def test_vm_files_pass_their_validators(
         assert config["workers"] == 1
 
     # The project's own linters cover gunicorn.conf.py.
-    lint_env = env_with(MYPY_CACHE_DIR=str(tmp_path / ".mypy_cache"))
+    lint_env = clean_env(MYPY_CACHE_DIR=str(tmp_path / ".mypy_cache"))
     run([bin_dir / "ruff", "check", "--no-cache", "gunicorn.conf.py"], project, lint_env)
     run([bin_dir / "ruff", "format", "--check", "--no-cache", "gunicorn.conf.py"], project, lint_env)
     run([bin_dir / "mypy", "gunicorn.conf.py"], project, lint_env)
@@ -868,7 +870,7 @@ def test_vm_migrates_and_serves_with_the_units_commands(
             migrate = unit_settings(project / "deploy" / "vm" / "systemd" / f"{SLUG}-migrate.service")
             assert migrate["Type"] == ["oneshot"]
             path = dict(item.partition("=")[::2] for item in migrate["Environment"])["PATH"]
-            migrate_env = env_with(**env, PATH=on_this_machine(path, project, venv))
+            migrate_env = clean_env(**env, PATH=on_this_machine(path, project, venv))
             run(shlex.split(on_this_machine(migrate["ExecStart"][0], project, venv)), project, migrate_env)
             at_head(python, project, migrate_env)
 
@@ -879,7 +881,7 @@ def test_vm_migrates_and_serves_with_the_units_commands(
         assert {process.directory for process in supervisor} == {f"/opt/{SLUG}/current"}
         assert "app.main:app" in shlex.split(exec_start)
         port = free_port()
-        server_env = env_with(**env, PORT=str(port))
+        server_env = clean_env(**env, PORT=str(port))
         with serving(
             shlex.split(on_this_machine(exec_start, project, venv)),
             project,
@@ -977,7 +979,7 @@ class Installer:
                 *args,
             ],
             self.project,
-            env_with(
+            clean_env(
                 PATH=f"{self.root / 'bin'}{os.pathsep}{os.environ['PATH']}",
                 PYTHON=str(self.python),
                 CALLS=str(self.calls_file),

@@ -12,7 +12,9 @@ from types import ModuleType
 
 import pytest
 
-from tests.bakery import CONTEXT, FEATURES, ROOT, TARGETS, TEMPLATE_DIR, bake, run
+from toolkit.bakery import TEMPLATE_DIR, bake
+from toolkit.features import CONTEXT, FEATURES, ROOT, TARGETS
+from toolkit.processes import run
 
 COOKIECUTTER = Path(sys.executable).with_name("cookiecutter")
 CRUFT = Path(sys.executable).with_name("cruft")

@@ -38,13 +38,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from tests.bakery import ROOT, TARGETS, free_port, run
 from tests.events import EventProcess
 from tests.lb_proxy import LoadBalancer
 from tests.load import DATABASE_OPS, Sample, Traffic, describe, first_after, probe, trickle
 from tests.report import Figures
-from tests.servers import drop_scratch_database, env_with, scratch_database, wait_until_serving
 from tests.tcp_proxy import TcpProxy
+from toolkit.features import ROOT, TARGETS
+from toolkit.processes import clean_env, free_port, run
+from toolkit.servers import drop_scratch_database, scratch_database, wait_until_serving
 
 pytestmark = pytest.mark.xdist_group("reliability")
 
@@ -299,7 +300,7 @@ def app_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
         # Readiness checks get 5 s: a busy shared machine is not a failed dependency.
         "HEALTH_CHECK_TIMEOUT": "5",
     }
-    return env_with(**(settings | extra))
+    return clean_env(**(settings | extra))
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +318,7 @@ def database(project: Path, python: Path, services: dict[str, str]) -> Iterator[
     """A scratch database, migrated, with a password in its URL that no output may show."""
     server, password = with_password(services["DATABASE_URL"])
     url = scratch_database(python, project, server, f"rel_{uuid.uuid4().hex[:12]}")
-    migrated = run([python, "-m", "alembic", "upgrade", "head"], project, env_with(DATABASE_URL=url))
+    migrated = run([python, "-m", "alembic", "upgrade", "head"], project, clean_env(DATABASE_URL=url))
     assert password not in migrated.stdout + migrated.stderr
     yield Database(url, server, password, python)
     drop_scratch_database(python, project, server, url)
@@ -493,8 +494,9 @@ def limits_shared(a: str, b: str, attempt: int) -> bool:
 def test_redis_outage_degrades_and_recovers_without_a_restart(
     project: Path, python: Path, database: Database, figures: Figures, tmp_path: Path
 ) -> None:
-    """Redis stopped under load: readiness 503, everything else answers (from the database,
-    with per-process limits); Redis back: cache, shared limits and cross-instance emits return."""
+    """Redis stopped under load: readiness says degraded and stays 200, everything answers
+    (from the database, with per-process limits); Redis back: cache, shared limits and
+    cross-instance emits return."""
     redis = RedisServer(tmp_path / "redis.log")
     env = app_env(database.url, redis.url)
     prefix = env["CACHE_KEY_PREFIX"]
@@ -565,34 +567,34 @@ def test_redis_outage_degrades_and_recovers_without_a_restart(
     samples = traffic.samples
     during = [s for s in samples if times["down"] <= s.started and s.started + s.elapsed <= times["up"]]
     report_run(figures, scenario_name, samples)
-    readiness_503 = first_after(ready, times["down"], 503)
-    readiness_back = first_after(ready, times["up"], 200)
-    figures.add(scenario_name, "readiness 503 after Redis stopped (s)", readiness_503)
-    figures.add(scenario_name, "readiness 200 after Redis started (s)", readiness_back)
+    degraded = first_after(ready, times["down"], 200, '"degraded"')
+    healthy = first_after(ready, times["up"], 200, '"status":"ok"')
+    figures.add(scenario_name, "readiness degraded after Redis stopped (s)", degraded)
+    figures.add(scenario_name, "readiness ok after Redis started (s)", healthy)
     for feature in ("cache", "shared rate limits", "cross-instance emits"):
         figures.add(scenario_name, f"{feature} back after Redis started (s)", recovered.get(feature))
     figures.add(
         scenario_name, "answers while Redis was down", dict(Counter(f"{s.op} {s.status}" for s in during))
     )
 
-    # Only readiness may say 503, and only because of Redis.
-    wrong = outside(samples, {**EXPECTED, "ready": {200, 503}})
+    # Nothing says 503: Redis is not required, so the instance stays in service.
+    wrong = outside(samples, EXPECTED)
     assert not wrong, f"unexpected answers:\n{show(wrong)}"
     check_error_bodies(samples)
-    for sample in [s for s in samples + ready if s.status == 503]:
+    for sample in [s for s in ready if '"degraded"' in s.body]:
         checks = json.loads(sample.body)["checks"]
         assert checks["redis"]["status"] == "error" and checks["database"]["status"] == "ok", sample.body
-        assert sample.started + sample.elapsed >= times["down"], "readiness failed before the outage"
-    assert [s.status for s in live] == [200] * len(live), "liveness changed during the outage"
-    assert readiness_503 is not None and readiness_503 < 5, "readiness did not turn 503 within 5 s"
-    assert readiness_back is not None, "readiness did not come back"
+        assert sample.started + sample.elapsed >= times["down"], "degraded before the outage"
+    assert [s.status for s in ready + live] == [200] * len(ready + live), "a probe failed during the outage"
+    assert degraded is not None and degraded < 5, "readiness did not report degraded within 5 s"
+    assert healthy is not None, "readiness did not report ok again"
     # Reads kept coming from the database; limits failed open: writes still went through.
     assert any(s.op == "read" and s.status == 200 for s in during)
     assert any(s.op == "create" and s.status == 201 for s in during)
     assert set(recovered) == {"cache", "shared rate limits", "cross-instance emits"}, recovered
     check_writes([traffic], database.rows())
     assert codes == [codes[0]] * 2 and codes[0] in (0, -signal.SIGTERM), codes
-    assert "falling back to in-memory storage" in check_log(a, database)
+    assert "Redis unavailable" in check_log(a, database)
     check_log(b, database)
 
 
@@ -1222,7 +1224,7 @@ def test_production_refuses_unsafe_settings_and_names_only_the_variable(
         name: subprocess.Popen(
             [str(part) for part in uvicorn(python, project, free_port())],
             cwd=project,
-            env=env_with(**(safe | change)),
+            env=clean_env(**(safe | change)),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )

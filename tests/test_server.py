@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.bakery import free_port, run
-from tests.servers import drop_scratch_database, env_with, scratch_database, serving
+from toolkit.processes import clean_env, free_port, run
+from toolkit.servers import drop_scratch_database, scratch_database, serving
 
 pytestmark = pytest.mark.xdist_group("server")
 
@@ -44,7 +44,7 @@ def test_serves_on_real_postgres_and_redis(
     python = venv / "bin" / "python"
     database = scratch_database(python, project, services["DATABASE_URL"], f"srv_{uuid.uuid4().hex[:12]}")
     try:
-        env = env_with(
+        env = clean_env(
             DATABASE_URL=database, REDIS_URL=services["REDIS_URL"], CACHE_KEY_PREFIX=f"{database}:"
         )
         run([python, "-m", "alembic", "upgrade", "head"], project, env)
@@ -65,7 +65,7 @@ def test_readiness_is_503_within_its_timeout_when_the_database_is_down(
     project = bakery()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = env_with(
+    env = clean_env(
         DATABASE_URL=f"postgresql://app:secret@127.0.0.1:{free_port()}/app", HEALTH_CHECK_TIMEOUT="1"
     )
     with serving(uvicorn(venv, port), project, env, f"{base}/health", tmp_path / "server.log"):
@@ -86,7 +86,7 @@ def test_serves_on_embedded_defaults(bakery: Any, venv: Path, tmp_path: Path) ->
     project = bakery()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with serving(uvicorn(venv, port), project, env_with(), f"{base}/health", tmp_path / "server.log"):
+    with serving(uvicorn(venv, port), project, clean_env(), f"{base}/health", tmp_path / "server.log"):
         ready = httpx.get(f"{base}/health/ready", timeout=5)
         assert ready.status_code == 200
         assert set(ready.json()["checks"]) == {"database"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.bakery import run
+from toolkit.processes import run
 
 
 def wait_until_serving(
@@ -80,11 +79,6 @@ def drop_scratch_database(python: Path, project: Path, server_url: str, url: str
         "asyncio.run(drop_database(sys.argv[1], sys.argv[2]))"
     )
     run([python, "-c", code, server_url, url], project)
-
-
-def env_with(**values: str) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SENTRY_DSN"}}
-    return keep | values
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Bake projects from the template and run their tools in a shared virtualenv.
+"""Bake projects from the template, and the shared virtualenvs their tools run in.
 
 Every baked project is checked with one virtualenv per Python version holding
 the union of all variants' dependencies; it is built once, keyed by that
@@ -20,14 +20,10 @@ from typing import Any
 
 from cookiecutter.main import cookiecutter
 
-ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE_DIR = ROOT / "{{cookiecutter.project_slug}}"
-CONTEXT = json.loads((ROOT / "cookiecutter.json").read_text())
-FEATURES = ("use_postgres", "use_redis", "use_socketio", "use_rate_limit", "use_sentry")
-PYTHONS = tuple(CONTEXT["python_version"])
-TARGETS = tuple(CONTEXT["deploy_target"])
-DEFAULT_PYTHON = PYTHONS[0]
+from toolkit.features import CONTEXT, ROOT, TARGETS, answers_for
+from toolkit.processes import clean_env, run
 
+TEMPLATE_DIR = ROOT / "{{cookiecutter.project_slug}}"
 DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fastapi-template-tests"
@@ -37,42 +33,6 @@ def bake(output_dir: Path, **answers: Any) -> Path:
     """Generate a project into `output_dir` and return its directory."""
     output_dir.mkdir(parents=True, exist_ok=True)
     return Path(cookiecutter(str(ROOT), no_input=True, extra_context=answers, output_dir=str(output_dir)))
-
-
-def run(
-    command: list[str | Path],
-    cwd: Path,
-    env: dict[str, str] | None = None,
-    timeout: float = 600,
-    check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """Run a command; on failure, fail with its whole output."""
-    result = subprocess.run(
-        [str(part) for part in command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(map(str, command))} exited {result.returncode} in {cwd}\n"
-            f"--- stdout ---\n{result.stdout[-20000:]}\n--- stderr ---\n{result.stderr[-8000:]}"
-        )
-    return result
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The current environment without service URLs, plus `extra`."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "SENTRY_DSN", "VIRTUAL_ENV"}
-        and not key.startswith("PYTEST_")
-    }
-    return env | extra
 
 
 def find_python(version: str) -> str:
@@ -86,26 +46,25 @@ def find_python(version: str) -> str:
     raise RuntimeError(f"no Python {version} interpreter found")
 
 
-def _uv() -> str:
+def uv() -> str:
     found = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
     if not Path(found).exists():
         raise RuntimeError("uv is not installed next to the test interpreter")
     return found
 
 
-def render_pyproject(**answers: Any) -> dict[str, Any]:
-    """The generated pyproject.toml for these answers, rendered without a full bake."""
+def render_file(relative: str, **changes: Any) -> str:
+    """One template file rendered for these answers, without a full bake."""
     from cookiecutter.environment import StrictEnvironment
 
-    context = {key: value for key, value in CONTEXT.items() if not key.startswith("_")}
-    for key, value in context.items():
-        if isinstance(value, list):
-            context[key] = value[0]
-    context["project_slug"] = "probe"
-    context.update(answers)
     env = StrictEnvironment(context={"cookiecutter": CONTEXT}, **CONTEXT["_jinja2_env_vars"])
-    template = env.from_string((TEMPLATE_DIR / "pyproject.toml").read_text())
-    return tomllib.loads(template.render(cookiecutter=context))
+    template = env.from_string((TEMPLATE_DIR / relative).read_text())
+    return template.render(cookiecutter=answers_for(**changes))
+
+
+def render_pyproject(**answers: Any) -> dict[str, Any]:
+    """The generated pyproject.toml for these answers."""
+    return tomllib.loads(render_file("pyproject.toml", **answers))
 
 
 def dependencies(pyproject: dict[str, Any]) -> set[str]:
@@ -135,10 +94,10 @@ def venv_for(python_version: str, dependencies: list[str]) -> Path:
         if not (venv / ".complete").exists():
             shutil.rmtree(venv, ignore_errors=True)
             env = clean_env(UV_PYTHON_DOWNLOADS="never")
-            run([_uv(), "venv", "--quiet", "--python", find_python(python_version), venv], ROOT, env)
+            run([uv(), "venv", "--quiet", "--python", find_python(python_version), venv], ROOT, env)
             run(
                 [
-                    _uv(),
+                    uv(),
                     "pip",
                     "install",
                     "--quiet",
@@ -164,11 +123,3 @@ def leftover_jinja(project: Path) -> list[str]:
             if any(marker in text for marker in ("{%", "%}", "{#", "cookiecutter.")):
                 found.append(str(path.relative_to(project)))
     return found
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

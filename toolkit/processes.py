@@ -1,0 +1,52 @@
+"""Running commands and choosing ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+# Settings a generated project reads that must not leak from the test's own environment.
+SERVICE_VARIABLES = frozenset({"DATABASE_URL", "REDIS_URL", "SENTRY_DSN", "VIRTUAL_ENV"})
+
+
+def run(
+    command: list[str | Path],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure, fail with its whole output."""
+    result = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, command))} exited {result.returncode} in {cwd}\n"
+            f"--- stdout ---\n{result.stdout[-20000:]}\n--- stderr ---\n{result.stderr[-8000:]}"
+        )
+    return result
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the service settings and pytest's own variables, plus `extra`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in SERVICE_VARIABLES and not key.startswith("PYTEST_")
+    }
+    return env | extra
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
