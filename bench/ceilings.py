@@ -37,7 +37,7 @@ from app.health import Liveness
 from app.items.models import Item
 from app.items.routes import ItemId
 from app.items.schemas import ItemCreate, ItemRead
-from app.ratelimit import client_address
+from app.ratelimit.limiter import client_address
 from app.redis_client import RedisBreaker, create_redis
 from app.settings import get_settings
 from fastapi import FastAPI, HTTPException, status

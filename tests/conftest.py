@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,22 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.report import REPORT_FILE, Figures
 from toolkit.bakery import DATABASE_URL, REDIS_URL, bake, superset_dependencies, venv_for
 from toolkit.features import DEFAULT_PYTHON
+from toolkit.live import (
+    MAX_BODY,
+    Database,
+    Server,
+    app_env,
+    check_log,
+    serve_grace,
+    stopped_at_exit,
+    uvicorn,
+    with_password,
+)
+from toolkit.processes import clean_env, free_port, run
+from toolkit.report import REPORT_FILE, Figures
+from toolkit.servers import drop_scratch_database, scratch_database
 
 # Reliability reports: this process's, or those the xdist workers sent back.
 _REPORTS: list[str] = []
@@ -95,3 +110,61 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for report in _REPORTS:
         terminalreporter.section("reliability report")
         terminalreporter.write(report + "\n")
+
+
+# --- Live instances of the default project (the reliability and security tests) ---
+
+
+@pytest.fixture(scope="module")
+def project(bakery: Bakery) -> Path:
+    """The default project, every feature on."""
+    return bakery()
+
+
+@pytest.fixture(scope="module")
+def python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def database(project: Path, python: Path, services: dict[str, str]) -> Iterator[Database]:
+    """A scratch database, migrated, with a password in its URL that no output may show."""
+    server, password = with_password(services["DATABASE_URL"])
+    url = scratch_database(python, project, server, f"rel_{uuid.uuid4().hex[:12]}")
+    migrated = run([python, "-m", "alembic", "upgrade", "head"], project, clean_env(DATABASE_URL=url))
+    assert password not in migrated.stdout + migrated.stderr
+    yield Database(url, server, password, python)
+    drop_scratch_database(python, project, server, url)
+
+
+@pytest.fixture(scope="module")
+def production(
+    project: Path,
+    python: Path,
+    database: Database,
+    services: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """One production instance for the bad-input and header checks: docs on (for the
+    OpenAPI document), rate limits off (so every request reaches validation), a small body limit."""
+    port = free_port()
+    env = app_env(
+        database.url,
+        services["REDIS_URL"],
+        DOCS_ENABLED="true",
+        RATE_LIMIT_ENABLED="false",
+        MAX_BODY_BYTES=str(MAX_BODY),
+        TRUSTED_HOSTS="127.0.0.1,api.example.com",
+    )
+    server = Server(
+        uvicorn(python, project, port),
+        project,
+        env,
+        tmp_path_factory.mktemp("production") / "server.log",
+        port,
+    )
+    with stopped_at_exit(server):
+        server.wait_healthy()
+        yield server
+        assert server.terminate(serve_grace(project) + 10) in (0, -signal.SIGTERM)
+    check_log(server, database)

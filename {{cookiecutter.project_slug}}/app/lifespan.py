@@ -18,7 +18,7 @@ from app.db import open_database
 from app.models import Base
 {% endif %}
 {% if cookiecutter.use_rate_limit %}
-from app.ratelimit import Budgets
+from app.ratelimit.budgets import Budgets
 {% endif %}
 {% if cookiecutter.use_socketio %}
 from app.realtime.lifecycle import open_realtime

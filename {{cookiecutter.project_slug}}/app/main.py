@@ -14,7 +14,7 @@ from app.log import configure_logging
 from app.middleware import EdgeMiddleware
 from app.paths import DOCS_PATH
 {% if cookiecutter.use_rate_limit %}
-from app.ratelimit import RateLimitMiddleware
+from app.ratelimit.middleware import RateLimitMiddleware
 {% endif %}
 {% if cookiecutter.use_socketio %}
 from app.realtime.asgi import SocketIOMiddleware

@@ -20,7 +20,7 @@ from app.cache import Cache
 from app.db import Database
 {% endif %}
 {% if cookiecutter.use_rate_limit %}
-from app.ratelimit import Budgets
+from app.ratelimit.budgets import Budgets
 {% endif %}
 {% if cookiecutter.use_redis %}
 from app.redis_client import RedisBreaker

@@ -1,5 +1,10 @@
 """`create_app` wires the service: a FastAPI app that tests and users reach directly."""
 
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import httpx
 from fastapi import FastAPI
 
@@ -7,6 +12,8 @@ from app.deps import current_settings
 from app.main import create_app
 from app.settings import Settings
 from tests.support import client_on
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 async def test_unknown_route_is_404_json(client: httpx.AsyncClient) -> None:
@@ -29,3 +36,27 @@ async def test_the_app_is_fastapi_and_takes_dependency_overrides(settings: Setti
         response = await client.get("/")
 
     assert response.json()["service"] == "overridden"
+
+
+def test_every_module_imports_on_its_own() -> None:
+    """No import cycle hides behind the order in which `app.main` happens to import."""
+    modules = sorted(
+        ".".join(path.relative_to(PROJECT_ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in (PROJECT_ROOT / "app").rglob("*.py")
+    )
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(import_alone, modules))
+
+    assert [(module, error) for module, error in zip(modules, results, strict=True) if error] == []
+
+
+def import_alone(module: str) -> str:
+    """The error of importing `module` in a new interpreter, or an empty string."""
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stderr.strip().splitlines()[-1] if result.returncode else ""

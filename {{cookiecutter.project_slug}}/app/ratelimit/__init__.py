@@ -12,8 +12,6 @@ Over the limit, the answer is 429 JSON with `Retry-After`. `RateLimitMiddleware`
 checks every limit before the route runs, counting in `Budgets`{{ " (Redis, shared by\nevery instance, or memory while Redis fails)" if cookiecutter.use_redis else " (process memory)" }}.
 """
 
-from app.ratelimit.budgets import Budgets
-from app.ratelimit.limiter import client_address, limiter
-from app.ratelimit.middleware import RateLimitMiddleware
+from app.ratelimit.limiter import limiter
 
-__all__ = ["Budgets", "RateLimitMiddleware", "client_address", "limiter"]
+__all__ = ["limiter"]

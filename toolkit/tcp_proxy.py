@@ -1,6 +1,6 @@
 """A loopback TCP proxy that can be cut, to take a server away from its clients and give it back.
 
-`python -m tests.tcp_proxy HOST PORT` listens on a free loopback port, prints
+`python -m toolkit.tcp_proxy HOST PORT` listens on a free loopback port, prints
 `{"event": "listening", "port": N}` and forwards every connection to HOST:PORT.
 
 - SIGUSR1 cuts: open connections are reset (both sides), and new ones are
@@ -12,7 +12,8 @@ Each event is a JSON line on stdout. A closed connection reports who closed it
 first and whether the client's last bytes were PostgreSQL's Terminate message,
 which a client sends when it closes a connection properly (a disposed pool).
 
-`TcpProxy` runs it as a subprocess for a test.
+`TcpProxy` runs it as a subprocess for a test. Written here because Debian
+packages no proxy that injects faults on a signal (toxiproxy is not packaged).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.events import EventProcess
+from toolkit.events import EventProcess
 
 # PostgreSQL's Terminate message: 'X' and a length of 4.
 TERMINATE = b"X\x00\x00\x00\x04"
@@ -123,7 +124,7 @@ class TcpProxy(EventProcess):
     """The proxy as a subprocess, in front of HOST:PORT; `port` is where it listens."""
 
     def __init__(self, host: str, port: int) -> None:
-        super().__init__([sys.executable, "-m", "tests.tcp_proxy", host, str(port)], ROOT)
+        super().__init__([sys.executable, "-m", "toolkit.tcp_proxy", host, str(port)], ROOT)
         self.port = int(self.wait_for("listening")["port"])
 
     def cut(self) -> None:
