@@ -106,7 +106,11 @@ class Database:
     """What the app holds of the database."""
 
     engine: AsyncEngine
+    # Sessions in a transaction, for requests that write (`SessionDep`).
     sessionmaker: async_sessionmaker[AsyncSession]
+    # Sessions without one, for requests that only read (`ReadSessionDep`): each
+    # query stands alone, which saves the BEGIN and COMMIT round trips.
+    read_sessionmaker: async_sessionmaker[AsyncSession]
     # The readiness check's own engine (see `create_engine`).
     probe_engine: AsyncEngine
 
@@ -124,7 +128,13 @@ async def open_database(settings: Settings, metadata: MetaData) -> AsyncIterator
         if engine.dialect.name == "sqlite":
             async with engine.begin() as connection:
                 await connection.run_sync(metadata.create_all)
-        yield Database(engine, async_sessionmaker(engine, expire_on_commit=False), probe_engine)
+        reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        yield Database(
+            engine=engine,
+            sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
+            read_sessionmaker=async_sessionmaker(reader, expire_on_commit=False),
+            probe_engine=probe_engine,
+        )
     finally:
         await engine.dispose()
         await probe_engine.dispose()
@@ -144,7 +154,8 @@ def after_commit(session: AsyncSession, action: AfterCommit) -> None:
 
 async def commit(session: AsyncSession) -> None:
     """Commit, then run what the request registered with `after_commit`."""
-    await session.commit()
+    if session.in_transaction():  # A request that ran no query has nothing to commit.
+        await session.commit()
     for action in session.info.pop("after_commit", []):
         await action()
 

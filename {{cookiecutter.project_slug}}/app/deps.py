@@ -55,6 +55,19 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session for a request that only reads: no transaction, so nothing to commit.
+
+    Each query stands alone (PostgreSQL's READ COMMITTED gives each statement of a
+    transaction its own snapshot anyway), without the BEGIN and COMMIT round trips.
+    """
+    async with app_state(request).database.read_sessionmaker() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 {% endif %}
 {% if cookiecutter.use_redis %}
 

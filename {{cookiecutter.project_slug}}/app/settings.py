@@ -18,6 +18,9 @@ from sqlalchemy.exc import ArgumentError
 {% endif %}
 
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev"})
+{% if cookiecutter.use_rate_limit %}
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+{% endif %}
 
 CommaList = Annotated[list[str], NoDecode]
 {% if cookiecutter.use_postgres %}
@@ -99,7 +102,10 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(default=10.0, gt=0)
     # Below the 10-minute idle cut of several platform proxies.
     db_pool_recycle: int = Field(default=300, ge=-1)
-    db_pool_pre_ping: bool = True
+    # Test each connection before use: a BEGIN, a query and a ROLLBACK on every
+    # checkout. Off: a connection that died is found when a query fails, and the
+    # pool then replaces every connection older than it.
+    db_pool_pre_ping: bool = False
     # Transaction-mode PgBouncer: no prepared-statement caches.
     db_pgbouncer: bool = False
     db_echo: bool = False
@@ -126,9 +132,13 @@ class Settings(BaseSettings):
 {% endif %}
 {% if cookiecutter.use_rate_limit %}
 
-    # Rate limiting: the limit every route gets unless it declares its own.
+    # Rate limiting: RATE_LIMIT_DEFAULT per client, for the requests of these methods
+    # (writes, by default) to every route that declares no limit of its own.
     rate_limit_enabled: bool = True
     rate_limit_default: str = "120/minute"
+    rate_limit_default_methods: CommaList = Field(
+        default_factory=lambda: ["POST", "PUT", "PATCH", "DELETE"]
+    )
 {% endif %}
 {% if cookiecutter.use_sentry %}
 
@@ -148,6 +158,9 @@ class Settings(BaseSettings):
         "forwarded_allow_ips",
 {% if cookiecutter.use_socketio %}
         "socketio_transports",
+{% endif %}
+{% if cookiecutter.use_rate_limit %}
+        "rate_limit_default_methods",
 {% endif %}
         mode="before",
     )
@@ -210,6 +223,15 @@ class Settings(BaseSettings):
                 f"RATE_LIMIT_DEFAULT {value!r} is not a limit like 120/minute"
             ) from None
         return value
+
+    @field_validator("rate_limit_default_methods", mode="after")
+    @classmethod
+    def _http_methods(cls, value: list[str]) -> list[str]:
+        methods = [method.upper() for method in value]
+        if not set(methods) <= HTTP_METHODS:
+            allowed = ", ".join(sorted(HTTP_METHODS))
+            raise ValueError(f"RATE_LIMIT_DEFAULT_METHODS must be HTTP methods from {allowed}")
+        return methods
 
 {% endif %}
     @model_validator(mode="after")

@@ -28,19 +28,27 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 {% endif %}
 
+from app.main import create_app
 from app.ratelimit import limiter
 from app.ratelimit.slowapi_routes import declared_limits
 from app.settings import Settings
 from tests.live import {{ "free_port, " if cookiecutter.use_redis else "" }}live_server
-from tests.support import client_for
+from tests.support import client_for, client_on
 
 _addresses = itertools.count(1)
+EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """The shared test settings, with rate limits on."""
     return settings.model_copy(update={"rate_limit_enabled": True})
+
+
+@pytest.fixture
+def every_method(settings: Settings) -> Settings:
+    """Rate limits on, and RATE_LIMIT_DEFAULT for reads too."""
+    return settings.model_copy(update={"rate_limit_default_methods": EVERY_METHOD})
 
 
 def some_client() -> dict[str, str]:
@@ -55,24 +63,45 @@ async def statuses(
     return [(await client.get(path, headers=headers)).status_code for _ in range(count)]
 
 
-async def test_every_route_gets_the_default_limit(
-    client: httpx.AsyncClient, settings: Settings
-) -> None:
+async def test_by_default_writes_are_limited_and_reads_are_not(settings: Settings) -> None:
+    app = create_app(settings)
+
+    @app.post("/notes")
+    async def write_note() -> None:
+        """A write route with no limit of its own."""
+
     limit = parse(settings.rate_limit_default).amount
+    headers = some_client()
+    async with client_on(app) as client:
+        writes = [(await client.post("/notes", headers=headers)).status_code for _ in range(limit)]
+        refused = await client.post("/notes", headers=headers)
+        reads = await statuses(client, "/", limit + 5, headers)
+
+    assert writes == [200] * limit
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert reads == [200] * (limit + 5)
+
+
+async def test_every_route_gets_the_default_limit_for_the_methods_named(
+    every_method: Settings,
+) -> None:
+    limit = parse(every_method.rate_limit_default).amount
 {% if cookiecutter.use_postgres %}
     # `/` is the app's own route, `/items` one of an included router.
     paths = ["/", "/items"]
 {% else %}
     paths = ["/"]
 {% endif %}
-    for path in paths:
-        headers = some_client()
-        answers = await statuses(client, path, limit, headers)
-        refused = await client.get(path, headers=headers)
+    async with client_for(every_method) as client:
+        for path in paths:
+            headers = some_client()
+            answers = await statuses(client, path, limit, headers)
+            refused = await client.get(path, headers=headers)
 
-        assert answers == [200] * limit, path
-        assert refused.status_code == 429, path
-        assert 0 < int(refused.headers["retry-after"]) <= 60
+            assert answers == [200] * limit, path
+            assert refused.status_code == 429, path
+            assert 0 < int(refused.headers["retry-after"]) <= 60
 {% if cookiecutter.use_postgres %}
 
 
@@ -120,7 +149,8 @@ async def test_health_probes_are_never_limited(client: httpx.AsyncClient) -> Non
     assert answers == {200}
 
 
-async def test_forwarded_addresses_count_only_from_trusted_proxies(settings: Settings) -> None:
+async def test_forwarded_addresses_count_only_from_trusted_proxies(every_method: Settings) -> None:
+    settings = every_method
     limit = parse(settings.rate_limit_default).amount
     # Behind the trusted local proxy, each forwarded client has a budget of its own.
     spender, other = some_client(), some_client()
@@ -140,11 +170,9 @@ async def test_forwarded_addresses_count_only_from_trusted_proxies(settings: Set
     assert answers[-1] == 429
 
 
-async def test_the_limits_follow_the_settings_given_to_the_app(settings: Settings) -> None:
-    tight = settings.model_copy(update={"rate_limit_default": "2/minute"})
-    off = settings.model_copy(
-        update={"rate_limit_default": "2/minute", "rate_limit_enabled": False}
-    )
+async def test_the_limits_follow_the_settings_given_to_the_app(every_method: Settings) -> None:
+    tight = every_method.model_copy(update={"rate_limit_default": "2/minute"})
+    off = tight.model_copy(update={"rate_limit_enabled": False})
     async with client_for(tight) as client:
         limited = await statuses(client, "/", 3, some_client())
     async with client_for(off) as client:
@@ -197,6 +225,7 @@ def test_a_real_server_enforces_the_limit(tmp_path: Path) -> None:
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'live.db'}",
 {% endif %}
         "RATE_LIMIT_DEFAULT": "3/minute",
+        "RATE_LIMIT_DEFAULT_METHODS": ",".join(EVERY_METHOD),
     }
     with live_server(tmp_path / "server.log", **env) as base:
         responses = [httpx.get(f"{base}/", timeout=5) for _ in range(4)]
@@ -268,6 +297,7 @@ def test_redis_outage_fails_open_without_blocking_and_recovers(tmp_path: Path) -
 
 def server_env(tmp_path: Path, **env: str) -> dict[str, str]:
     return {
+        "RATE_LIMIT_DEFAULT_METHODS": ",".join(EVERY_METHOD),
 {% if cookiecutter.use_postgres %}
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'live.db'}",
 {% endif %}

@@ -1,7 +1,8 @@
 """The endpoints of /items: 201, 404, 409 and 422 as JSON.
 
-The request's session commits after the endpoint returns (see `app.deps`):
-endpoints never commit themselves.
+Routes that write take `SessionDep`, whose transaction commits after the endpoint
+returns and before the response is sent: endpoints never commit themselves.
+Routes that only read take `ReadSessionDep`, which runs each query on its own.
 """
 
 from typing import Annotated
@@ -12,9 +13,9 @@ from sqlalchemy.exc import IntegrityError
 
 {% if cookiecutter.use_redis %}
 from app.db import after_commit
-from app.deps import CacheDep, SessionDep
+from app.deps import CacheDep, ReadSessionDep, SessionDep
 {% else %}
-from app.deps import SessionDep
+from app.deps import ReadSessionDep, SessionDep
 {% endif %}
 from app.items.models import Item
 from app.items.schemas import ItemCreate, ItemPage, ItemRead
@@ -48,13 +49,13 @@ async def create_item(payload: ItemCreate, session: SessionDep) -> ItemRead:
     except IntegrityError:
         await session.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, "An item with this name exists") from None
-    await session.refresh(item)
+    # The INSERT returned what the database filled in (SQLAlchemy's eager defaults).
     return ItemRead.model_validate(item)
 
 
 @router.get("")
 async def list_items(
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> ItemPage:
@@ -70,7 +71,7 @@ async def list_items(
 
 @router.get("/{item_id}")
 {% if cookiecutter.use_redis %}
-async def get_item(item_id: ItemId, session: SessionDep, cache: CacheDep) -> ItemRead:
+async def get_item(item_id: ItemId, session: ReadSessionDep, cache: CacheDep) -> ItemRead:
     key = f"items:{item_id}"
     cached = await cache.get(key)
     if cached is not None:
@@ -82,7 +83,7 @@ async def get_item(item_id: ItemId, session: SessionDep, cache: CacheDep) -> Ite
     await cache.set(key, result.model_dump(mode="json"))
     return result
 {% else %}
-async def get_item(item_id: ItemId, session: SessionDep) -> ItemRead:
+async def get_item(item_id: ItemId, session: ReadSessionDep) -> ItemRead:
     item = await session.get(Item, item_id)
     if item is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Item not found")

@@ -20,8 +20,9 @@ from app.state import STATE_KEY
 
 
 class RateLimitMiddleware:
-    """Each route's limits (its own from `@limiter.limit`, and RATE_LIMIT_DEFAULT
-    unless those replace it), counted in the app's `Budgets`.
+    """Each route's limits (its own from `@limiter.limit`, and RATE_LIMIT_DEFAULT for
+    the methods in RATE_LIMIT_DEFAULT_METHODS unless those replace it), counted in
+    the app's `Budgets`.
 
     Not slowapi's own middleware: it finds a request's route by scanning
     `app.routes`, which since FastAPI 0.137 leaves out the routes of included
@@ -31,12 +32,13 @@ class RateLimitMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.enabled = settings.rate_limit_enabled
+        self.default_methods = frozenset(settings.rate_limit_default_methods)
         defaults = LimitGroup(
             limit_provider=settings.rate_limit_default,
             key_function=client_address,
             scope=None,
             per_method=False,
-            methods=None,
+            methods=settings.rate_limit_default_methods,
             error_message=None,
             exempt_when=None,
             cost=1,
@@ -44,8 +46,10 @@ class RateLimitMiddleware:
         )
         self.defaults = tuple(defaults)
         slowapi_routes.check(limiter)
-        # Listed at the first request, when every route is defined.
+        # Listed at the first request, when every route is defined: every route, and
+        # those with limits of their own (all a request of another method can meet).
         self.routes: list[RouteContext] | None = None
+        self.own_limited: list[RouteContext] = []
         self.declared: dict[Callable[..., Any], slowapi_routes.DeclaredLimits] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,7 +62,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         endpoint = self.find_endpoint(scope)
-        if endpoint is None:  # No route: the app answers 404 or 405, unlimited.
+        if endpoint is None:  # No limit applies, or no route (the app answers 404 or 405).
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive, send)
@@ -71,18 +75,29 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send)
 
     def find_endpoint(self, scope: Scope) -> Callable[..., Any] | None:
+        """The route's endpoint, among the routes whose limits this request can meet."""
         if self.routes is None:
             self.routes = list(iter_route_contexts(scope["app"].routes))
-        for route in self.routes:
+            self.own_limited = [
+                route
+                for route in self.routes
+                if route.endpoint is not None and self.declared_for(route.endpoint).limited
+            ]
+        candidates = self.routes if scope["method"] in self.default_methods else self.own_limited
+        for route in candidates:
             match, _ = route.matches(scope)
             if match is Match.FULL:
                 return route.endpoint
         return None
 
-    def limits_for(self, endpoint: Callable[..., Any], request: Request) -> list[Limit]:
+    def declared_for(self, endpoint: Callable[..., Any]) -> slowapi_routes.DeclaredLimits:
         declared = self.declared.get(endpoint)
         if declared is None:
             declared = self.declared[endpoint] = slowapi_routes.declared_limits(limiter, endpoint)
+        return declared
+
+    def limits_for(self, endpoint: Callable[..., Any], request: Request) -> list[Limit]:
+        declared = self.declared_for(endpoint)
         if declared.exempt:
             return []
         limits = [*declared.own]

@@ -22,6 +22,11 @@ class DeclaredLimits:
     exempt: bool
     replaces_defaults: bool
 
+    @property
+    def limited(self) -> bool:
+        """Whether the route has limits of its own."""
+        return not self.exempt and bool(self.own or self.dynamic)
+
 
 def declared_limits(limiter: Limiter, endpoint: Callable[..., Any]) -> DeclaredLimits:
     name = f"{endpoint.__module__}.{endpoint.__name__}"
