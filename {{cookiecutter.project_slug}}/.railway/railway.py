@@ -53,8 +53,10 @@ def main(ctx: Any = None) -> Project:
             "SECRET_KEY": preserve(),
             # The service's public domain, and the host Railway's health checks use.
             "TRUSTED_HOSTS": "{{ '${{RAILWAY_PUBLIC_DOMAIN}}' }},healthcheck.railway.app",
-            # Requests reach the app only through Railway's proxy.
+            # Requests reach the app only through Railway's edge, which sets X-Real-IP
+            # to the client's address (replacing one the client sent).
             "FORWARDED_ALLOW_IPS": "*",
+            "CLIENT_IP_HEADER": "X-Real-IP",
 {% if cookiecutter.use_postgres %}
             "DATABASE_URL": database.env.DATABASE_URL,
 {% endif %}

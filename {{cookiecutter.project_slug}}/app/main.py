@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.types import ASGIApp
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import __version__, health{{ ", items" if cookiecutter.use_postgres else "" }}{{ ", realtime" if cookiecutter.use_socketio else "" }}
 {% if cookiecutter.use_redis %}
@@ -31,6 +30,7 @@ from app.db import (
 from app.errors import request_validation_failed
 from app.log import configure_logging
 from app.middleware import EdgeMiddleware
+from app.proxy import ForwardedMiddleware
 {% if cookiecutter.use_rate_limit %}
 from app.ratelimit import Budgets, RateLimitMiddleware
 {% endif %}
@@ -177,7 +177,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 {% endif %}
     api.add_middleware(EdgeMiddleware, settings=settings)
     # Outermost, so the others see the client and scheme the proxy forwarded.
-    api.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    api.add_middleware(ForwardedMiddleware, settings=settings)
 {% if cookiecutter.use_socketio %}
     # Socket.IO answers /socket.io/ and hands everything else, lifespan included, to the API.
     served: ASGIApp = socketio.ASGIApp(sio, other_asgi_app=api)
