@@ -243,6 +243,72 @@ def test_deploy_docs_render_for_each_variant(bakery: Any, answers: dict[str, Any
     assert sorted(name for name in named if not (project / name).exists()) == []
 
 
+# Values a step could ask a user to store that can never work: sentry-sdk raises
+# BadDsn on the Sentry one and the service crash-loops; the others are passwords,
+# hosts and URLs left for the user to fill in.
+PLACEHOLDER_SECRETS = [
+    r"https://KEY@",
+    r"ingest\.sentry\.io/PROJECT",
+    r"\bKEY@ORG\b",
+    r"\bUSER:PASSWORD\b",
+    r":PASSWORD@",
+    r"A-LONG-RANDOM",
+    r"redis://HOST\b",
+    r"(postgres(ql)?(\+asyncpg)?|redis)://\.\.\.",
+    r"=<[^>\n]*>",
+    r"\bchange-?me\b",
+]
+# Where each target's deploy files are, besides the shared ones.
+DEPLOY_FILES = {
+    "docker-compose": ["compose.prod.yaml", "Caddyfile"],
+    "railway": [".railway"],
+    "cloud-run": ["deploy/cloud-run"],
+    "kubernetes": ["deploy/helm"],
+    "vm": ["deploy/vm", "gunicorn.conf.py"],
+    "fly": ["fly.toml"],
+    "render": ["render.yaml"],
+}
+
+
+def placeholder_secrets(text: str) -> list[str]:
+    return [match.group(0) for pattern in PLACEHOLDER_SECRETS for match in re.finditer(pattern, text)]
+
+
+def code_blocks(markdown: str) -> str:
+    """The commands of a README: its fenced blocks and inline code."""
+    fenced = re.findall(r"```[a-z]*\n(.*?)```", markdown, re.DOTALL)
+    inline = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", markdown, flags=re.DOTALL))
+    return "\n".join([*fenced, *inline])
+
+
+@pytest.mark.parametrize(
+    "target", [pytest.param(target, marks=pytest.mark.xdist_group(target)) for target in TARGETS]
+)
+def test_no_step_or_file_holds_a_placeholder_secret(bakery: Any, target: str) -> None:
+    project = bakery(deploy_target=target)
+    commands = code_blocks(render_doc(target, {}))
+    files = [
+        path
+        for name in [*DEPLOY_FILES[target], "scripts", "Dockerfile", "compose.yaml"]
+        for path in ((project / name).rglob("*") if (project / name).is_dir() else [project / name])
+        if path.is_file()
+    ]
+
+    assert placeholder_secrets(commands) == [], f"deploy-{target}.md"
+    for path in files:
+        assert placeholder_secrets(path.read_text()) == [], path.relative_to(project)
+
+
+def test_the_placeholder_check_finds_the_ones_that_broke_deploys() -> None:
+    steps = (
+        "```bash\nprintf '%s' 'https://KEY@ORG.ingest.sentry.io/PROJECT' | gcloud secrets create x\n```\n"
+        "`fly secrets set REDIS_URL=<the redis:// URL it printed>`\n"
+    )
+    assert len(placeholder_secrets(code_blocks(steps))) == 4
+    assert placeholder_secrets("DATABASE_URL=postgresql://app:PASSWORD@127.0.0.1/app") == [":PASSWORD@"]
+    assert placeholder_secrets("SECRET_KEY=$(openssl rand -hex 32)") == []
+
+
 # --- Cloud Run -----------------------------------------------------------------
 
 
@@ -327,13 +393,10 @@ def test_cloud_run_deploy_builds_migrates_then_deploys(
     }
     expected_secrets = {"SECRET_KEY"} | {
         name
-        for name, feature in (
-            ("DATABASE_URL", "use_postgres"),
-            ("REDIS_URL", "use_redis"),
-            ("SENTRY_DSN", "use_sentry"),
-        )
+        for name, feature in (("DATABASE_URL", "use_postgres"), ("REDIS_URL", "use_redis"))
         if answers.get(feature, True)
     }
+    # Sentry is optional: a secret the file names must exist, so it names none for Sentry.
     assert set(secrets) == expected_secrets
     if answers.get("use_socketio", True):
         assert template["spec"]["timeoutSeconds"] == 3600
@@ -351,6 +414,40 @@ def test_cloud_run_deploy_builds_migrates_then_deploys(
         )
     else:
         assert not (project / "deploy" / "cloud-run" / "migrate-job.yaml").exists()
+
+
+# max_connections of Cloud SQL for PostgreSQL machine types, from their memory
+# (https://cloud.google.com/sql/docs/postgres/quotas#maximum_concurrent_connections).
+CLOUD_SQL_MAX_CONNECTIONS = {
+    "db-f1-micro": 25,
+    "db-g1-small": 50,
+    "db-custom-1-3840": 100,
+    "db-custom-2-7680": 400,
+}
+# Left free for Cloud SQL's own connections and an operator's `gcloud sql connect`.
+CLOUD_SQL_HEADROOM = 5
+
+
+@pytest.mark.xdist_group("cloud-run")
+def test_cloud_run_pools_fit_the_cloud_sql_tier_the_readme_creates(bakery: Any) -> None:
+    project = bakery(deploy_target="cloud-run")
+    service = yaml.safe_load((project / "deploy" / "cloud-run" / "service.yaml").read_text())
+    template = service["spec"]["template"]
+    max_scale = int(template["metadata"]["annotations"]["autoscaling.knative.dev/maxScale"])
+    env = {item["name"]: item.get("value") for item in template["spec"]["containers"][0]["env"]}
+    pool, overflow = int(env["DB_POOL_SIZE"]), int(env["DB_MAX_OVERFLOW"])
+    doc = render_doc("cloud-run", {})
+    tiers = re.findall(r"gcloud sql instances create \S+ .*?--tier=(\S+)", doc, re.DOTALL)
+    assert len(tiers) == 1, tiers
+    limit = CLOUD_SQL_MAX_CONNECTIONS[tiers[0]]
+
+    # Per instance: the request pool and the readiness check's own connection;
+    # the migration job holds one more while it runs.
+    total = max_scale * (pool + overflow + 1) + 1
+    assert total <= limit - CLOUD_SQL_HEADROOM, f"{total} connections for a limit of {limit}"
+    # The README's arithmetic is this one.
+    flat = re.sub(r"\(\s+", "(", re.sub(r"[ \t]+", " ", doc))
+    assert f"{max_scale} \N{MULTIPLICATION SIGN} ({pool} + {overflow} + 1) + 1 = {total} of {limit}" in flat
 
 
 @pytest.mark.xdist_group("cloud-run")
