@@ -644,6 +644,110 @@ def test_helm_chart_lints_and_renders_valid_manifests(
         assert set(hooks.values()) == {""}
 
 
+def attaches(
+    route: dict[str, Any],
+    route_namespace: str,
+    gateway: dict[str, Any],
+    gateway_namespace: str,
+    namespace_labels: dict[str, str],
+) -> bool:
+    """Whether a listener of `gateway` admits `route`, by the Gateway API's rule: a
+    parentRef names the Gateway (and listener), and the listener's
+    allowedRoutes.namespaces admits the route's namespace, `Same` when unset
+    (gateway-api.sigs.k8s.io/reference/spec/#routenamespaces)."""
+    for ref in route["spec"]["parentRefs"]:
+        if ref["name"] != gateway["metadata"]["name"]:
+            continue
+        if ref.get("namespace", route_namespace) != gateway_namespace:
+            continue
+        for listener in gateway["spec"]["listeners"]:
+            if ref.get("sectionName", listener["name"]) != listener["name"]:
+                continue
+            namespaces = listener.get("allowedRoutes", {}).get("namespaces", {})
+            source = namespaces.get("from", "Same")
+            wanted = namespaces.get("selector", {}).get("matchLabels", {})
+            if (
+                source == "All"
+                or (source == "Same" and route_namespace == gateway_namespace)
+                or (source == "Selector" and all(namespace_labels.get(k) == v for k, v in wanted.items()))
+            ):
+                return True
+    return False
+
+
+def a_clusters_gateway(**listener: Any) -> dict[str, Any]:
+    """A Gateway as an implementation's guide creates it: one HTTPS listener, defaults elsewhere."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "gateway", "namespace": "gateway-system"},
+        "spec": {
+            "gatewayClassName": "eg",
+            "listeners": [
+                {
+                    "name": "https",
+                    "protocol": "HTTPS",
+                    "port": 443,
+                    "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": "wildcard"}]},
+                    **listener,
+                }
+            ],
+        },
+    }
+
+
+@pytest.mark.xdist_group("kubernetes")
+def test_the_route_attaches_to_the_clusters_gateway_once_its_listener_admits_the_namespace(
+    bakery: Any,
+) -> None:
+    project = bakery(deploy_target="kubernetes")
+    route = by_kind(render_chart(project, chart_values(**secret_values({}))))["HTTPRoute"]
+    labels = {"kubernetes.io/metadata.name": SLUG}  # the README installs into namespace SLUG
+    default = a_clusters_gateway()
+    validate(default, "gateway-gateway")
+
+    # A listener admits its own namespace only by default: the route is never accepted.
+    assert not attaches(route, SLUG, default, "gateway-system", labels)
+
+    # The README's allowedRoutes, added to the listener, admits this namespace only.
+    blocks = [
+        yaml.safe_load(block)
+        for block in re.findall(r"```yaml\n(.*?)```", render_doc("kubernetes", {}), re.DOTALL)
+        if block.lstrip().startswith("allowedRoutes:")
+    ]
+    assert len(blocks) == 1
+    admitted = a_clusters_gateway(**blocks[0])
+    validate(admitted, "gateway-gateway")
+    assert attaches(route, SLUG, admitted, "gateway-system", labels)
+    assert not attaches(route, "other", admitted, "gateway-system", {"kubernetes.io/metadata.name": "other"})
+
+
+@pytest.mark.xdist_group("kubernetes")
+def test_the_chart_can_create_a_gateway_its_route_attaches_to(bakery: Any, tmp_path: Path) -> None:
+    import helm_python
+
+    project = bakery(deploy_target="kubernetes")
+    values = chart_values(**secret_values({})) | {
+        "gateway": {"create": True, "className": "eg", "tlsSecretName": "api-tls"}
+    }
+
+    kinds = by_kind(render_chart(project, values, tmp_path / "manifests"))
+
+    gateway, route = kinds["Gateway"], kinds["HTTPRoute"]
+    validate(gateway, "gateway-gateway")
+    validate(route, "gateway-httproute")
+    assert route["spec"]["parentRefs"] == [{"name": "demo", "sectionName": "https"}]
+    assert attaches(route, "prod", gateway, "prod", {"kubernetes.io/metadata.name": "prod"})
+    assert gateway["spec"]["listeners"][0]["tls"]["certificateRefs"] == [
+        {"kind": "Secret", "name": "api-tls"}
+    ]
+    yamllint(*sorted((tmp_path / "manifests").glob("*.yaml")))
+    for missing in ("className", "tlsSecretName"):
+        broken = values | {"gateway": values["gateway"] | {missing: ""}}
+        with pytest.raises(helm_python.HelmError, match=f"set gateway.{missing}"):
+            render_chart(project, broken)
+
+
 @pytest.mark.xdist_group("kubernetes")
 def test_helm_chart_needs_its_secrets_or_an_existing_secret(bakery: Any) -> None:
     import helm_python
@@ -706,6 +810,13 @@ def test_validators_reject_what_they_should(bakery: Any, tmp_path: Path) -> None
     route["spec"]["rules"][0]["backendRefs"][0]["prot"] = 80
     with pytest.raises(jsonschema.ValidationError):
         validate(route, "gateway-httproute")
+    for broken_listener in (
+        {"allowedRoutes": {"namespaces": {"from": "Everyone"}}},
+        {"port": 0},
+        {"tsl": {}},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            validate(a_clusters_gateway(**broken_listener), "gateway-gateway")
 
 
 @pytest.mark.xdist_group("kubernetes")
