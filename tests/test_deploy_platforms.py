@@ -530,6 +530,76 @@ def test_cloud_run_job_migrates_over_the_cloud_sql_socket_url_and_the_service_se
         assert ready.status_code == 200, ready.text
 
 
+# --- Probes, every target ----------------------------------------------------------
+
+LIVENESS, READINESS = "/health", "/health/ready"
+# The readiness route's own checks give up after HEALTH_CHECK_TIMEOUT (1 s by default).
+HEALTH_CHECK_TIMEOUT = 1
+
+
+def probes(project: Path, target: str) -> dict[str, tuple[str, float | None]]:
+    """Each probe a target's files declare: kind -> (path, timeout in seconds, if set)."""
+    if target == "kubernetes":
+        container = by_kind(render_chart(project, chart_values(**secret_values({}))))["Deployment"]
+        container = container["spec"]["template"]["spec"]["containers"][0]
+        return {
+            kind: (container[f"{kind}Probe"]["httpGet"]["path"], container[f"{kind}Probe"]["timeoutSeconds"])
+            for kind in ("startup", "readiness", "liveness")
+            if f"{kind}Probe" in container
+        }
+    if target == "cloud-run":
+        service = yaml.safe_load((project / "deploy" / "cloud-run" / "service.yaml").read_text())
+        container = service["spec"]["template"]["spec"]["containers"][0]
+        return {
+            kind: (container[f"{kind}Probe"]["httpGet"]["path"], container[f"{kind}Probe"]["timeoutSeconds"])
+            for kind in ("startup", "readiness", "liveness")
+            if f"{kind}Probe" in container
+        }
+    if target == "fly":
+        checks = tomllib.loads((project / "fly.toml").read_text())["http_service"]["checks"]
+        found = {}
+        for check in checks:
+            kind = "readiness" if check["path"] == READINESS else "liveness"
+            found[kind] = (check["path"], float(check["timeout"].removesuffix("s")))
+        return found
+    if target == "render":
+        web = yaml.safe_load((project / "render.yaml").read_text())["services"][0]
+        # Render sets its health check's timeout itself.
+        return {"liveness": (web["healthCheckPath"], None)}
+    if target == "railway":
+        from tests.test_deploy_containers import by_address, railway_graph
+
+        deploy = by_address(railway_graph(project))["service.api"]["deploy"]
+        # Railway's health check gates a deploy only: readiness, with its whole timeout.
+        return {"readiness": (deploy["healthcheckPath"], float(deploy["healthcheckTimeout"]))}
+    if target == "docker-compose":
+        check = (project / "Dockerfile").read_text()
+        path = re.search(r"HEALTHCHECK .*--timeout=(\d+)s.*?'(/health[^']*)'", check, re.DOTALL)
+        assert path
+        return {"liveness": (path.group(2), float(path.group(1)))}
+    install = (project / "deploy" / "vm" / "install.sh").read_text()
+    path = re.search(r'url = f"http://localhost:\{sys.argv\[1\]\}(/health[^"]*)"', install)
+    assert path
+    return {"startup": (path.group(1), 60.0)}
+
+
+@pytest.mark.parametrize(
+    "target", [pytest.param(target, marks=pytest.mark.xdist_group(target)) for target in TARGETS]
+)
+def test_every_targets_probes_follow_the_health_model(bakery: Any, target: str) -> None:
+    """Liveness and startup never depend on the database (only the process answers);
+    readiness, where the platform has it, is /health/ready, which fails only without
+    the database; every probe waits longer than the readiness checks do."""
+    found = probes(bakery(deploy_target=target), target)
+
+    assert found, target
+    for kind, (path, timeout) in found.items():
+        assert path == (READINESS if kind == "readiness" else LIVENESS), (target, kind)
+        assert timeout is None or timeout > HEALTH_CHECK_TIMEOUT, (target, kind, timeout)
+    if target in {"kubernetes", "cloud-run"}:
+        assert "startup" in found and "liveness" in found
+
+
 # --- Kubernetes (Helm) -----------------------------------------------------------
 
 

@@ -83,7 +83,7 @@ def main(ctx: Any = None) -> Project:
         # Once per deploy, before the new version takes traffic (no shell: a script).
         preDeploy="scripts/migrate",
 {% endif %}
-        # Gates each deploy: traffic moves once every dependency answers.
+        # Gates each deploy: traffic moves once {{ "the database answers" if cookiecutter.use_postgres else "the app answers" }}.
         healthcheck="/health/ready",
         healthcheckTimeout=120,
         replicas=REPLICAS,
