@@ -268,7 +268,7 @@ asyncio.run(main())
 
 def drive(venv: Path, project: Path, env: dict[str, str], steps: list[dict[str, Any]]) -> dict[str, Any]:
     """Run the steps against the app built from `env` alone (no .env, no inherited settings)."""
-    base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
+    base = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
     result = subprocess.run(
         [str(venv / "bin" / "python"), "-c", DRIVER],
         cwd=project,
