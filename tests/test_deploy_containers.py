@@ -18,6 +18,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import tempfile
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -194,8 +195,14 @@ def compose(project: Path, file: str, env: dict[str, str], home: Path, check: bo
     return json.loads(result.stdout) if result.returncode == 0 else result
 
 
-def railway_graph(project: Path, replicas: int | None = None) -> dict[str, Any]:
-    """Evaluate .railway/railway.py with railway-sdk, as `railway config plan` does."""
+RAILWAY_ORIGIN = "git@github.com:acme/my-service.git"
+
+
+def railway_graph(
+    project: Path, replicas: int | None = None, origin: str | None = RAILWAY_ORIGIN
+) -> dict[str, Any]:
+    """Evaluate .railway/railway.py with railway-sdk, as `railway config plan` does: from a
+    git checkout whose `origin` remote is `origin` (none when None)."""
     spec = importlib.util.spec_from_file_location(
         f"railway_{uuid.uuid4().hex}", project / ".railway/railway.py"
     )
@@ -206,7 +213,16 @@ def railway_graph(project: Path, replicas: int | None = None) -> dict[str, Any]:
         module.REPLICAS = replicas
     from railway_sdk import create_railway_context
 
-    graph: dict[str, Any] = module.main(create_railway_context(environment="production")).to_graph()
+    with tempfile.TemporaryDirectory() as checkout:
+        run(["git", "init", "--quiet", checkout], project)
+        if origin is not None:
+            run(["git", "-C", checkout, "remote", "add", "origin", origin], project)
+        previous = os.getcwd()
+        os.chdir(checkout)
+        try:
+            graph: dict[str, Any] = module.main(create_railway_context(environment="production")).to_graph()
+        finally:
+            os.chdir(previous)
     return graph
 
 
@@ -633,6 +649,9 @@ def test_railway_graph_declares_the_service_and_its_databases(
     )
     assert set(resources) == expected
     api = resources["service.api"]
+    # The source is declared, so a later `railway config apply` keeps it.
+    assert api["kind"] == "github"
+    assert api["source"] == {"type": "github", "repo": "acme/my-service", "branch": "main"}
     assert api["build"] == {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"}
     assert set(api["build"]) <= RAILWAY_BUILD_KEYS and set(api["deploy"]) <= RAILWAY_DEPLOY_KEYS
     deploy = api["deploy"]
@@ -665,6 +684,34 @@ def test_railway_graph_declares_the_service_and_its_databases(
         assert scaled["variables"]["SOCKETIO_TRANSPORTS"]["value"] == "websocket"
     else:
         assert "SOCKETIO_TRANSPORTS" not in variables
+
+
+@pytest.mark.parametrize(
+    ("origin", "repository"),
+    [
+        ("https://github.com/acme/my-service.git", "acme/my-service"),
+        ("https://github.com/acme/my.service", "acme/my.service"),
+        ("ssh://git@github.com/acme/api-2.git", "acme/api-2"),
+    ],
+)
+@pytest.mark.xdist_group("deploy-railway-full")
+def test_railway_source_is_this_checkouts_github_repository(
+    bakery: Any, origin: str, repository: str
+) -> None:
+    project = bakery(deploy_target="railway")
+
+    api = by_address(railway_graph(project, origin=origin))["service.api"]
+
+    assert api["source"]["repo"] == repository
+
+
+@pytest.mark.parametrize("origin", [None, "https://gitlab.com/acme/my-service.git"])
+@pytest.mark.xdist_group("deploy-railway-full")
+def test_railway_plan_stops_without_a_github_origin(bakery: Any, origin: str | None) -> None:
+    project = bakery(deploy_target="railway")
+
+    with pytest.raises(SystemExit, match="not a GitHub repository"):
+        railway_graph(project, origin=origin)
 
 
 def railway_plan(
@@ -737,6 +784,26 @@ def fly_plan(
         env["REDIS_URL"] = redis
     release = [shlex.split(fly["deploy"]["release_command"])] if "release_command" in fly["deploy"] else []
     return release, image_cmd(project), env, "/health/ready"
+
+
+@pytest.mark.parametrize(("target", "answers"), params(("fly",), ("full",)))
+def test_migrations_take_the_direct_url_past_a_transaction_pooler(
+    bakery: Any, venv: Path, services: dict[str, str], tmp_path: Path, target: str, answers: dict[str, Any]
+) -> None:
+    """Fly Managed Postgres in transaction mode: DATABASE_URL is the pooled URL, and the
+    release command must use MIGRATION_DATABASE_URL, the direct one."""
+    project = bakery(**answers)
+    tree = image_tree(project, tmp_path / "app")
+    release = shlex.split(tomllib.loads((project / "fly.toml").read_text())["deploy"]["release_command"])
+    # Nothing listens there: a migration that used it would fail.
+    pooled = "postgresql://fly-user:unused@127.0.0.1:9/fly-db"
+    with scratch(venv, project, services) as database:
+        env = path_env(venv, ENVIRONMENT="production", SECRET_KEY=secret(), DATABASE_URL=pooled)
+        assert run(release, tree, env, check=False).returncode != 0
+
+        run(release, tree, env | {"MIGRATION_DATABASE_URL": platform_url(database, "postgresql")})
+
+        assert_at_head(venv, project, database)
 
 
 # --- Render -------------------------------------------------------------------------------

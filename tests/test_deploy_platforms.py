@@ -245,6 +245,72 @@ def test_deploy_docs_render_for_each_variant(bakery: Any, answers: dict[str, Any
     assert sorted(name for name in named if not (project / name).exists()) == []
 
 
+# Values a step could ask a user to store that can never work: sentry-sdk raises
+# BadDsn on the Sentry one and the service crash-loops; the others are passwords,
+# hosts and URLs left for the user to fill in.
+PLACEHOLDER_SECRETS = [
+    r"https://KEY@",
+    r"ingest\.sentry\.io/PROJECT",
+    r"\bKEY@ORG\b",
+    r"\bUSER:PASSWORD\b",
+    r":PASSWORD@",
+    r"A-LONG-RANDOM",
+    r"redis://HOST\b",
+    r"(postgres(ql)?(\+asyncpg)?|redis)://\.\.\.",
+    r"=<[^>\n]*>",
+    r"\bchange-?me\b",
+]
+# Where each target's deploy files are, besides the shared ones.
+DEPLOY_FILES = {
+    "docker-compose": ["compose.prod.yaml", "Caddyfile"],
+    "railway": [".railway"],
+    "cloud-run": ["deploy/cloud-run"],
+    "kubernetes": ["deploy/helm"],
+    "vm": ["deploy/vm", "gunicorn.conf.py"],
+    "fly": ["fly.toml"],
+    "render": ["render.yaml"],
+}
+
+
+def placeholder_secrets(text: str) -> list[str]:
+    return [match.group(0) for pattern in PLACEHOLDER_SECRETS for match in re.finditer(pattern, text)]
+
+
+def code_blocks(markdown: str) -> str:
+    """The commands of a README: its fenced blocks and inline code."""
+    fenced = re.findall(r"```[a-z]*\n(.*?)```", markdown, re.DOTALL)
+    inline = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", markdown, flags=re.DOTALL))
+    return "\n".join([*fenced, *inline])
+
+
+@pytest.mark.parametrize(
+    "target", [pytest.param(target, marks=pytest.mark.xdist_group(target)) for target in TARGETS]
+)
+def test_no_step_or_file_holds_a_placeholder_secret(bakery: Any, target: str) -> None:
+    project = bakery(deploy_target=target)
+    commands = code_blocks(render_doc(target, {}))
+    files = [
+        path
+        for name in [*DEPLOY_FILES[target], "scripts", "Dockerfile", "compose.yaml"]
+        for path in ((project / name).rglob("*") if (project / name).is_dir() else [project / name])
+        if path.is_file()
+    ]
+
+    assert placeholder_secrets(commands) == [], f"deploy-{target}.md"
+    for path in files:
+        assert placeholder_secrets(path.read_text()) == [], path.relative_to(project)
+
+
+def test_the_placeholder_check_finds_the_ones_that_broke_deploys() -> None:
+    steps = (
+        "```bash\nprintf '%s' 'https://KEY@ORG.ingest.sentry.io/PROJECT' | gcloud secrets create x\n```\n"
+        "`fly secrets set REDIS_URL=<the redis:// URL it printed>`\n"
+    )
+    assert len(placeholder_secrets(code_blocks(steps))) == 4
+    assert placeholder_secrets("DATABASE_URL=postgresql://app:PASSWORD@127.0.0.1/app") == [":PASSWORD@"]
+    assert placeholder_secrets("SECRET_KEY=$(openssl rand -hex 32)") == []
+
+
 # --- Cloud Run -----------------------------------------------------------------
 
 
@@ -329,13 +395,10 @@ def test_cloud_run_deploy_builds_migrates_then_deploys(
     }
     expected_secrets = {"SECRET_KEY"} | {
         name
-        for name, feature in (
-            ("DATABASE_URL", "use_postgres"),
-            ("REDIS_URL", "use_redis"),
-            ("SENTRY_DSN", "use_sentry"),
-        )
+        for name, feature in (("DATABASE_URL", "use_postgres"), ("REDIS_URL", "use_redis"))
         if answers.get(feature, True)
     }
+    # Sentry is optional: a secret the file names must exist, so it names none for Sentry.
     assert set(secrets) == expected_secrets
     if answers.get("use_socketio", True):
         assert template["spec"]["timeoutSeconds"] == 3600
@@ -353,6 +416,40 @@ def test_cloud_run_deploy_builds_migrates_then_deploys(
         )
     else:
         assert not (project / "deploy" / "cloud-run" / "migrate-job.yaml").exists()
+
+
+# max_connections of Cloud SQL for PostgreSQL machine types, from their memory
+# (https://cloud.google.com/sql/docs/postgres/quotas#maximum_concurrent_connections).
+CLOUD_SQL_MAX_CONNECTIONS = {
+    "db-f1-micro": 25,
+    "db-g1-small": 50,
+    "db-custom-1-3840": 100,
+    "db-custom-2-7680": 400,
+}
+# Left free for Cloud SQL's own connections and an operator's `gcloud sql connect`.
+CLOUD_SQL_HEADROOM = 5
+
+
+@pytest.mark.xdist_group("cloud-run")
+def test_cloud_run_pools_fit_the_cloud_sql_tier_the_readme_creates(bakery: Any) -> None:
+    project = bakery(deploy_target="cloud-run")
+    service = yaml.safe_load((project / "deploy" / "cloud-run" / "service.yaml").read_text())
+    template = service["spec"]["template"]
+    max_scale = int(template["metadata"]["annotations"]["autoscaling.knative.dev/maxScale"])
+    env = {item["name"]: item.get("value") for item in template["spec"]["containers"][0]["env"]}
+    pool, overflow = int(env["DB_POOL_SIZE"]), int(env["DB_MAX_OVERFLOW"])
+    doc = render_doc("cloud-run", {})
+    tiers = re.findall(r"gcloud sql instances create \S+ .*?--tier=(\S+)", doc, re.DOTALL)
+    assert len(tiers) == 1, tiers
+    limit = CLOUD_SQL_MAX_CONNECTIONS[tiers[0]]
+
+    # Per instance: the request pool and the readiness check's own connection;
+    # the migration job holds one more while it runs.
+    total = max_scale * (pool + overflow + 1) + 1
+    assert total <= limit - CLOUD_SQL_HEADROOM, f"{total} connections for a limit of {limit}"
+    # The README's arithmetic is this one.
+    flat = re.sub(r"\(\s+", "(", re.sub(r"[ \t]+", " ", doc))
+    assert f"{max_scale} \N{MULTIPLICATION SIGN} ({pool} + {overflow} + 1) + 1 = {total} of {limit}" in flat
 
 
 @pytest.mark.xdist_group("cloud-run")
@@ -433,6 +530,76 @@ def test_cloud_run_job_migrates_over_the_cloud_sql_socket_url_and_the_service_se
     with serving([project / "scripts" / "serve"], project, env, f"{base}/health", tmp_path / "serve.log"):
         ready = httpx.get(f"{base}/health/ready", timeout=5)
         assert ready.status_code == 200, ready.text
+
+
+# --- Probes, every target ----------------------------------------------------------
+
+LIVENESS, READINESS = "/health", "/health/ready"
+# The readiness route's own checks give up after HEALTH_CHECK_TIMEOUT (1 s by default).
+HEALTH_CHECK_TIMEOUT = 1
+
+
+def probes(project: Path, target: str) -> dict[str, tuple[str, float | None]]:
+    """Each probe a target's files declare: kind -> (path, timeout in seconds, if set)."""
+    if target == "kubernetes":
+        container = by_kind(render_chart(project, chart_values(**secret_values({}))))["Deployment"]
+        container = container["spec"]["template"]["spec"]["containers"][0]
+        return {
+            kind: (container[f"{kind}Probe"]["httpGet"]["path"], container[f"{kind}Probe"]["timeoutSeconds"])
+            for kind in ("startup", "readiness", "liveness")
+            if f"{kind}Probe" in container
+        }
+    if target == "cloud-run":
+        service = yaml.safe_load((project / "deploy" / "cloud-run" / "service.yaml").read_text())
+        container = service["spec"]["template"]["spec"]["containers"][0]
+        return {
+            kind: (container[f"{kind}Probe"]["httpGet"]["path"], container[f"{kind}Probe"]["timeoutSeconds"])
+            for kind in ("startup", "readiness", "liveness")
+            if f"{kind}Probe" in container
+        }
+    if target == "fly":
+        checks = tomllib.loads((project / "fly.toml").read_text())["http_service"]["checks"]
+        found = {}
+        for check in checks:
+            kind = "readiness" if check["path"] == READINESS else "liveness"
+            found[kind] = (check["path"], float(check["timeout"].removesuffix("s")))
+        return found
+    if target == "render":
+        web = yaml.safe_load((project / "render.yaml").read_text())["services"][0]
+        # Render sets its health check's timeout itself.
+        return {"liveness": (web["healthCheckPath"], None)}
+    if target == "railway":
+        from tests.test_deploy_containers import by_address, railway_graph
+
+        deploy = by_address(railway_graph(project))["service.api"]["deploy"]
+        # Railway's health check gates a deploy only: readiness, with its whole timeout.
+        return {"readiness": (deploy["healthcheckPath"], float(deploy["healthcheckTimeout"]))}
+    if target == "docker-compose":
+        check = (project / "Dockerfile").read_text()
+        path = re.search(r"HEALTHCHECK .*--timeout=(\d+)s.*?'(/health[^']*)'", check, re.DOTALL)
+        assert path
+        return {"liveness": (path.group(2), float(path.group(1)))}
+    install = (project / "deploy" / "vm" / "install.sh").read_text()
+    path = re.search(r'url = f"http://localhost:\{sys.argv\[1\]\}(/health[^"]*)"', install)
+    assert path
+    return {"startup": (path.group(1), 60.0)}
+
+
+@pytest.mark.parametrize(
+    "target", [pytest.param(target, marks=pytest.mark.xdist_group(target)) for target in TARGETS]
+)
+def test_every_targets_probes_follow_the_health_model(bakery: Any, target: str) -> None:
+    """Liveness and startup never depend on the database (only the process answers);
+    readiness, where the platform has it, is /health/ready, which fails only without
+    the database; every probe waits longer than the readiness checks do."""
+    found = probes(bakery(deploy_target=target), target)
+
+    assert found, target
+    for kind, (path, timeout) in found.items():
+        assert path == (READINESS if kind == "readiness" else LIVENESS), (target, kind)
+        assert timeout is None or timeout > HEALTH_CHECK_TIMEOUT, (target, kind, timeout)
+    if target in {"kubernetes", "cloud-run"}:
+        assert "startup" in found and "liveness" in found
 
 
 # --- Kubernetes (Helm) -----------------------------------------------------------
@@ -549,6 +716,110 @@ def test_helm_chart_lints_and_renders_valid_manifests(
         assert set(hooks.values()) == {""}
 
 
+def attaches(
+    route: dict[str, Any],
+    route_namespace: str,
+    gateway: dict[str, Any],
+    gateway_namespace: str,
+    namespace_labels: dict[str, str],
+) -> bool:
+    """Whether a listener of `gateway` admits `route`, by the Gateway API's rule: a
+    parentRef names the Gateway (and listener), and the listener's
+    allowedRoutes.namespaces admits the route's namespace, `Same` when unset
+    (gateway-api.sigs.k8s.io/reference/spec/#routenamespaces)."""
+    for ref in route["spec"]["parentRefs"]:
+        if ref["name"] != gateway["metadata"]["name"]:
+            continue
+        if ref.get("namespace", route_namespace) != gateway_namespace:
+            continue
+        for listener in gateway["spec"]["listeners"]:
+            if ref.get("sectionName", listener["name"]) != listener["name"]:
+                continue
+            namespaces = listener.get("allowedRoutes", {}).get("namespaces", {})
+            source = namespaces.get("from", "Same")
+            wanted = namespaces.get("selector", {}).get("matchLabels", {})
+            if (
+                source == "All"
+                or (source == "Same" and route_namespace == gateway_namespace)
+                or (source == "Selector" and all(namespace_labels.get(k) == v for k, v in wanted.items()))
+            ):
+                return True
+    return False
+
+
+def a_clusters_gateway(**listener: Any) -> dict[str, Any]:
+    """A Gateway as an implementation's guide creates it: one HTTPS listener, defaults elsewhere."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "gateway", "namespace": "gateway-system"},
+        "spec": {
+            "gatewayClassName": "eg",
+            "listeners": [
+                {
+                    "name": "https",
+                    "protocol": "HTTPS",
+                    "port": 443,
+                    "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": "wildcard"}]},
+                    **listener,
+                }
+            ],
+        },
+    }
+
+
+@pytest.mark.xdist_group("kubernetes")
+def test_the_route_attaches_to_the_clusters_gateway_once_its_listener_admits_the_namespace(
+    bakery: Any,
+) -> None:
+    project = bakery(deploy_target="kubernetes")
+    route = by_kind(render_chart(project, chart_values(**secret_values({}))))["HTTPRoute"]
+    labels = {"kubernetes.io/metadata.name": SLUG}  # the README installs into namespace SLUG
+    default = a_clusters_gateway()
+    validate(default, "gateway-gateway")
+
+    # A listener admits its own namespace only by default: the route is never accepted.
+    assert not attaches(route, SLUG, default, "gateway-system", labels)
+
+    # The README's allowedRoutes, added to the listener, admits this namespace only.
+    blocks = [
+        yaml.safe_load(block)
+        for block in re.findall(r"```yaml\n(.*?)```", render_doc("kubernetes", {}), re.DOTALL)
+        if block.lstrip().startswith("allowedRoutes:")
+    ]
+    assert len(blocks) == 1
+    admitted = a_clusters_gateway(**blocks[0])
+    validate(admitted, "gateway-gateway")
+    assert attaches(route, SLUG, admitted, "gateway-system", labels)
+    assert not attaches(route, "other", admitted, "gateway-system", {"kubernetes.io/metadata.name": "other"})
+
+
+@pytest.mark.xdist_group("kubernetes")
+def test_the_chart_can_create_a_gateway_its_route_attaches_to(bakery: Any, tmp_path: Path) -> None:
+    import helm_python
+
+    project = bakery(deploy_target="kubernetes")
+    values = chart_values(**secret_values({})) | {
+        "gateway": {"create": True, "className": "eg", "tlsSecretName": "api-tls"}
+    }
+
+    kinds = by_kind(render_chart(project, values, tmp_path / "manifests"))
+
+    gateway, route = kinds["Gateway"], kinds["HTTPRoute"]
+    validate(gateway, "gateway-gateway")
+    validate(route, "gateway-httproute")
+    assert route["spec"]["parentRefs"] == [{"name": "demo", "sectionName": "https"}]
+    assert attaches(route, "prod", gateway, "prod", {"kubernetes.io/metadata.name": "prod"})
+    assert gateway["spec"]["listeners"][0]["tls"]["certificateRefs"] == [
+        {"kind": "Secret", "name": "api-tls"}
+    ]
+    yamllint(*sorted((tmp_path / "manifests").glob("*.yaml")))
+    for missing in ("className", "tlsSecretName"):
+        broken = values | {"gateway": values["gateway"] | {missing: ""}}
+        with pytest.raises(helm_python.HelmError, match=f"set gateway.{missing}"):
+            render_chart(project, broken)
+
+
 @pytest.mark.xdist_group("kubernetes")
 def test_helm_chart_needs_its_secrets_or_an_existing_secret(bakery: Any) -> None:
     import helm_python
@@ -611,6 +882,13 @@ def test_validators_reject_what_they_should(bakery: Any, tmp_path: Path) -> None
     route["spec"]["rules"][0]["backendRefs"][0]["prot"] = 80
     with pytest.raises(jsonschema.ValidationError):
         validate(route, "gateway-httproute")
+    for broken_listener in (
+        {"allowedRoutes": {"namespaces": {"from": "Everyone"}}},
+        {"port": 0},
+        {"tsl": {}},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            validate(a_clusters_gateway(**broken_listener), "gateway-gateway")
 
 
 @pytest.mark.xdist_group("kubernetes")

@@ -17,6 +17,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
 {% endif %}
 worker_class = "uvicorn_worker.UvicornWorker"
+# The app reads nginx's forwarding headers itself (FORWARDED_ALLOW_IPS, app/proxy.py);
+# the worker's own proxy-headers pass, which would read them first, trusts no one.
+forwarded_allow_ips = ""
 proc_name = "{{ cookiecutter.project_slug }}"
 
 # A worker silent for this long is killed and replaced.

@@ -2,13 +2,29 @@
 
 Preview with `railway config plan`, apply with `railway config apply`; the CLI
 evaluates this file (it is not read at deploy time). It replaces railway.json /
-railway.toml (Config as Code), which Railway stops reading on 2026-12-01. See
-the README, "Deploying to Railway".
+railway.toml (Config as Code), which Railway stops reading on 2026-12-01.
+Python authoring is in beta at Railway (TypeScript is generally available). See
+the README, "Deploy to Railway".
 """
 
+import re
+import subprocess
 from typing import Any
 
-from railway_sdk import Project, define_railway, {{ "postgres, " if cookiecutter.use_postgres else "" }}preserve, project, {{ "redis, " if cookiecutter.use_redis else "" }}service
+from railway_sdk import (
+    Project,
+    define_railway,
+    github,
+{% if cookiecutter.use_postgres %}
+    postgres,
+{% endif %}
+    preserve,
+    project,
+{% if cookiecutter.use_redis %}
+    redis,
+{% endif %}
+    service,
+)
 
 # Instances of the API. Railway has no sticky sessions: each request may reach
 {% if cookiecutter.use_socketio %}
@@ -18,6 +34,35 @@ from railway_sdk import Project, define_railway, {{ "postgres, " if cookiecutter
 # any instance, so state shared between requests must not live in the process.
 {% endif %}
 REPLICAS = 1
+# The branch Railway deploys on every push, from this checkout's GitHub repository.
+BRANCH = "main"
+
+
+def github_repository() -> str:
+    """`owner/name` of this checkout's `origin` remote on GitHub.
+
+    The service's source is declared here, not only connected in the dashboard:
+    `railway config apply` makes the service match this file, and would remove a
+    source the file does not name.
+    """
+    # A fixed command, no input: nothing for a shell to interpret.
+    url = subprocess.run(
+        ["git", "config", "--get", "remote.origin.url"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    found = re.fullmatch(
+        r"(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
+        r"([\w.-]+/[\w.-]+?)(?:\.git)?/?",
+        url,
+    )
+    if found is None:
+        raise SystemExit(
+            "railway.py: Railway builds from GitHub, and this checkout's origin remote "
+            f"({url or 'none'}) is not a GitHub repository: push it to one first"
+        )
+    return found.group(1)
 
 
 @define_railway
@@ -30,6 +75,7 @@ def main(ctx: Any = None) -> Project:
 {% endif %}
     api = service(
         "api",
+        source=github(github_repository(), branch=BRANCH),
         # Built from the Dockerfile; its CMD is the start command, scripts/serve.
         build={"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"},
         start="scripts/serve",
@@ -37,7 +83,7 @@ def main(ctx: Any = None) -> Project:
         # Once per deploy, before the new version takes traffic (no shell: a script).
         preDeploy="scripts/migrate",
 {% endif %}
-        # Gates each deploy: traffic moves once every dependency answers.
+        # Gates each deploy: traffic moves once {{ "the database answers" if cookiecutter.use_postgres else "the app answers" }}.
         healthcheck="/health/ready",
         healthcheckTimeout=120,
         replicas=REPLICAS,
@@ -53,8 +99,10 @@ def main(ctx: Any = None) -> Project:
             "SECRET_KEY": preserve(),
             # The service's public domain, and the host Railway's health checks use.
             "TRUSTED_HOSTS": "{{ '${{RAILWAY_PUBLIC_DOMAIN}}' }},healthcheck.railway.app",
-            # Requests reach the app only through Railway's proxy.
+            # Requests reach the app only through Railway's edge, which sets X-Real-IP
+            # to the client's address (replacing one the client sent).
             "FORWARDED_ALLOW_IPS": "*",
+            "CLIENT_IP_HEADER": "X-Real-IP",
 {% if cookiecutter.use_postgres %}
             "DATABASE_URL": database.env.DATABASE_URL,
 {% endif %}

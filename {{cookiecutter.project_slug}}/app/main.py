@@ -2,7 +2,6 @@
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import __version__
 {% if cookiecutter.use_postgres %}
@@ -13,6 +12,7 @@ from app.lifespan import lifespan
 from app.log import configure_logging
 from app.middleware import EdgeMiddleware
 from app.paths import DOCS_PATH
+from app.proxy import ForwardedMiddleware
 {% if cookiecutter.use_rate_limit %}
 from app.ratelimit.middleware import RateLimitMiddleware
 {% endif %}
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.add_middleware(SocketIOMiddleware, sio=sio)
 {% endif %}
     # Outermost, so the others see the client address and scheme the proxy forwarded.
-    api.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    api.add_middleware(ForwardedMiddleware, settings=settings)
     return api
 
 

@@ -1,6 +1,8 @@
 """Service settings: one class, read from the environment and `.env`."""
 
+import ipaddress
 import json
+import re
 from functools import lru_cache
 from typing import Annotated, Literal
 {% if cookiecutter.use_sentry %}
@@ -23,6 +25,8 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 {% endif %}
 
 CommaList = Annotated[list[str], NoDecode]
+# An HTTP field name (RFC 9110's token).
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 {% if cookiecutter.use_postgres %}
 
 # libpq-only query parameters that asyncpg rejects.
@@ -87,8 +91,12 @@ class Settings(BaseSettings):
     cors_origins: CommaList = Field(default_factory=list)
     cors_allow_credentials: bool = True
     trusted_hosts: CommaList = Field(default_factory=lambda: ["*"])
-    # Proxies whose X-Forwarded-For / -Proto are believed (same variable uvicorn reads).
+    # The client's address behind a proxy (app/proxy.py): the peers whose forwarding
+    # headers are believed (addresses, networks, or * for any), how many proxies append
+    # to X-Forwarded-For, or a header the platform's edge sets to the client's address.
     forwarded_allow_ips: CommaList = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    forwarded_hops: int = Field(default=1, ge=1)
+    client_ip_header: str | None = None
     # Interactive docs (/docs, /openapi.json); unset means everywhere but production.
     docs_enabled: bool | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1)
@@ -172,6 +180,28 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("forwarded_allow_ips", mode="after")
+    @classmethod
+    def _addresses_or_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"FORWARDED_ALLOW_IPS: {entry!r} is not an address, a network or *"
+                    ) from None
+        return value
+
+    @field_validator("client_ip_header", mode="before")
+    @classmethod
+    def _header_name(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip() or None
+        if isinstance(value, str) and not _HEADER_NAME.fullmatch(value):
+            raise ValueError(f"CLIENT_IP_HEADER {value!r} is not a header name")
         return value
 {% if cookiecutter.use_postgres %}
 

@@ -57,6 +57,8 @@ render deploy/cloud-run/migrate-job.yaml >"$rendered/migrate-job.yaml"
 {% endif %}
 render deploy/cloud-run/service.yaml >"$rendered/service.yaml"
 
+# Cloud Build builds the Dockerfile with its Docker builder (`docker build`, without
+# BuildKit) and pushes the image to Artifact Registry.
 echo "==> Building $IMAGE"
 gcloud builds submit --project "$PROJECT_ID" --tag "$IMAGE" .
 {% if cookiecutter.use_postgres %}

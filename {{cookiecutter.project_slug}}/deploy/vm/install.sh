@@ -137,6 +137,10 @@ install -d -m 0750 -o root -g "$APP" "$(dirname "$ENV_FILE")"
 if [[ ! -f $ENV_FILE ]]; then
     log "settings $ENV_FILE"
     secret_key=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(48))')
+{% if cookiecutter.use_postgres %}
+    # Hex: nothing to percent-encode in the URL. The README's next step gives it to PostgreSQL.
+    db_password=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(24))')
+{% endif %}
     install -m 0640 -o root -g "$APP" /dev/null "$ENV_FILE"
     cat >"$ENV_FILE" <<EOF
 # Settings of $APP (see "Deploy to a VM" in the README). Read by systemd, and by the
@@ -152,7 +156,7 @@ CORS_ORIGINS=
 # WEB_CONCURRENCY=2
 {% endif %}
 {% if cookiecutter.use_postgres %}
-DATABASE_URL=postgresql://{{ cookiecutter.project_slug | replace("-", "_") }}:PASSWORD@127.0.0.1:5432/{{ cookiecutter.project_slug | replace("-", "_") }}
+DATABASE_URL=postgresql://{{ cookiecutter.project_slug | replace("-", "_") }}:$db_password@127.0.0.1:5432/{{ cookiecutter.project_slug | replace("-", "_") }}
 {% endif %}
 {% if cookiecutter.use_redis %}
 REDIS_URL=redis://127.0.0.1:6379/0
