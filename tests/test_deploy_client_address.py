@@ -335,6 +335,8 @@ def app_env(files: dict[str, str]) -> dict[str, str]:
     env["SECRET_KEY"] = secrets.token_urlsafe(48)
     env["DATABASE_URL"] = "postgresql://app:unused@127.0.0.1:9/app"
     env.pop("SENTRY_DSN", None)
+    # The default limit covers writes only; here GET / stands for any limited route.
+    env["RATE_LIMIT_DEFAULT_METHODS"] = "GET,HEAD,POST,PUT,PATCH,DELETE"
     return env
 
 
