@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.cache import Cache
 {% endif %}
 {% if cookiecutter.use_postgres %}
-from app.db import commit
+from app.db import Database, commit
 {% endif %}
 from app.settings import Settings
 from app.state import AppState
@@ -68,6 +68,14 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+
+
+async def get_database(request: Request) -> Database:
+    """The database itself, for a route that needs a session only sometimes."""
+    return app_state(request).database
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
 {% endif %}
 {% if cookiecutter.use_redis %}
 

@@ -48,6 +48,16 @@ async def test_list_paginates_in_id_order(client: httpx.AsyncClient) -> None:
     assert [item["name"] for item in body["items"]] == ["item-2", "item-3"]
 
 
+async def test_a_page_past_the_end_still_counts_every_item(client: httpx.AsyncClient) -> None:
+    for n in range(3):
+        await create(client, f"item-{n}")
+
+    body = (await client.get("/items", params={"offset": 10})).json()
+
+    assert body["items"] == []
+    assert body["total"] == 3
+
+
 async def test_duplicate_name_is_a_conflict(client: httpx.AsyncClient) -> None:
     await create(client, "unique")
 
