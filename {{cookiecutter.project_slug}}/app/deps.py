@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 {% if cookiecutter.use_postgres %}
 from sqlalchemy.ext.asyncio import AsyncSession
 {% endif %}
+from starlette.requests import HTTPConnection
 
 {% if cookiecutter.use_redis %}
 from app.cache import Cache
@@ -24,13 +25,16 @@ from app.cache import Cache
 {% if cookiecutter.use_postgres %}
 from app.db import Database, commit
 {% endif %}
+{% if cookiecutter.use_socketio %}
+from app.realtime.broadcast import Broadcaster
+{% endif %}
 from app.settings import Settings
 from app.state import AppState
 
 
-def app_state(request: Request) -> AppState:
-    """The state the lifespan made (a plain function: not a dependency itself)."""
-    state: AppState = request.state.app_state
+def app_state(connection: HTTPConnection) -> AppState:
+    """The state the lifespan made, for a request or a WebSocket (not a dependency itself)."""
+    state: AppState = connection.state.app_state
     return state
 
 
@@ -94,4 +98,11 @@ async def get_sio(request: Request) -> socketio.AsyncServer:
 
 
 SioDep = Annotated[socketio.AsyncServer, Depends(get_sio)]
+
+
+async def get_broadcaster(request: Request) -> Broadcaster:
+    return app_state(request).broadcaster
+
+
+BroadcasterDep = Annotated[Broadcaster, Depends(get_broadcaster)]
 {% endif %}

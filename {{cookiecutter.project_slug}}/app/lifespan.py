@@ -21,6 +21,11 @@ from app.models import Base
 from app.ratelimit.budgets import Budgets
 {% endif %}
 {% if cookiecutter.use_socketio %}
+{% if cookiecutter.use_redis %}
+from app.realtime.broadcast import open_broadcaster
+{% else %}
+from app.realtime.broadcast import Broadcaster
+{% endif %}
 from app.realtime.lifecycle import open_realtime
 {% endif %}
 {% if cookiecutter.use_redis %}
@@ -55,6 +60,11 @@ def lifespan(settings: Settings) -> Lifespan:
 {% endif %}
 {% if cookiecutter.use_socketio %}
             await stack.enter_async_context(open_realtime(sio))
+{% if cookiecutter.use_redis %}
+            broadcaster = await stack.enter_async_context(open_broadcaster(settings))
+{% else %}
+            broadcaster = Broadcaster()
+{% endif %}
 {% endif %}
             tune_garbage_collector()
             yield {
@@ -77,6 +87,7 @@ def lifespan(settings: Settings) -> Lifespan:
 {% endif %}
 {% if cookiecutter.use_socketio %}
                     sio=sio,
+                    broadcaster=broadcaster,
 {% endif %}
                 )
             }

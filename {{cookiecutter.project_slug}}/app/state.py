@@ -22,6 +22,9 @@ from app.db import Database
 {% if cookiecutter.use_rate_limit %}
 from app.ratelimit.budgets import Budgets
 {% endif %}
+{% if cookiecutter.use_socketio %}
+from app.realtime.broadcast import Broadcaster
+{% endif %}
 {% if cookiecutter.use_redis %}
 from app.redis_client import RedisBreaker
 {% endif %}
@@ -48,4 +51,5 @@ class AppState:
 {% endif %}
 {% if cookiecutter.use_socketio %}
     sio: socketio.AsyncServer
+    broadcaster: Broadcaster
 {% endif %}

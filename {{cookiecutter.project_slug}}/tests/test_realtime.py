@@ -1,6 +1,7 @@
 """Socket.IO against a live uvicorn process, with the real python-socketio client."""
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import socketio
+from websockets.asyncio.client import connect as websocket_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.security import issue_token
 from tests.live import PROJECT_ROOT, free_port, live_server, wait_for
@@ -217,6 +220,63 @@ def test_tokens_are_required_when_configured(tmp_path: Path) -> None:
         )
     assert bridge.status_code == 401
     assert authorised.status_code == 202
+
+
+def ws_url(base: str, room: str) -> str:
+    return base.replace("http://", "ws://") + f"/realtime/ws/{room}"
+
+
+async def test_a_broadcast_reaches_the_rooms_plain_websocket_listeners(server: str) -> None:
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    async with (
+        websocket_connect(ws_url(server, room)) as listener,
+        websocket_connect(ws_url(server, "elsewhere")) as outsider,
+    ):
+        # The server registers a listener once the connection is open; give it a moment.
+        await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(base_url=server) as http:
+            accepted = await http.post(
+                f"/realtime/rooms/{room}/broadcast", json={"event": "score", "data": {"home": 2}}
+            )
+        assert accepted.status_code == 202
+        message = json.loads(await asyncio.wait_for(listener.recv(), 5))
+        assert message == {"event": "score", "data": {"home": 2}}
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(outsider.recv(), 0.5)
+
+
+async def test_a_bad_room_name_is_refused(server: str) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with websocket_connect(ws_url(server, "bad!room")):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+def test_listeners_send_a_valid_token_first_when_required(tmp_path: Path) -> None:
+    env = server_env(tmp_path, SOCKETIO_AUTH_REQUIRED="true")
+    with live_server(tmp_path / "server.log", **env) as base:
+
+        async def listen(first: str) -> str:
+            """What the listener hears after sending `first`: a broadcast, or its close code."""
+            room = f"room-{uuid.uuid4().hex[:8]}"
+            try:
+                async with websocket_connect(ws_url(base, room)) as listener:
+                    await listener.send(first)
+                    await asyncio.sleep(0.2)
+                    async with httpx.AsyncClient(base_url=base) as http:
+                        await http.post(
+                            f"/realtime/rooms/{room}/broadcast",
+                            json={},
+                            headers={"Authorization": f"Bearer {issue_token('ops', SECRET)}"},
+                        )
+                    return str(await asyncio.wait_for(listener.recv(), 5))
+            except ConnectionClosed as closed:
+                return f"closed {closed.rcvd.code if closed.rcvd else None}"
+
+        assert asyncio.run(listen('{"token": "alice.forged"}')) == "closed 1008"
+        assert asyncio.run(listen("hello")) == "closed 1008"
+        heard = asyncio.run(listen(json.dumps({"token": issue_token("alice", SECRET)})))
+        assert json.loads(heard) == {"event": "message", "data": {}}
 {% if cookiecutter.use_redis %}
 
 
@@ -240,4 +300,23 @@ async def test_an_emit_on_one_instance_reaches_clients_of_another(tmp_path: Path
             assert await client.receive(timeout=5) == ["message", {"via": "b"}]
         finally:
             await client.disconnect()
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="REDIS_URL is not set")
+async def test_a_broadcast_on_one_instance_reaches_listeners_of_another(tmp_path: Path) -> None:
+    env = server_env(tmp_path, REDIS_URL=os.environ["REDIS_URL"])
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    with (
+        live_server(tmp_path / "a.log", **env) as first,
+        live_server(tmp_path / "b.log", **env) as second,
+    ):
+        async with websocket_connect(ws_url(first, room)) as listener:
+            await asyncio.sleep(0.2)
+            async with httpx.AsyncClient(base_url=second) as http:
+                response = await http.post(
+                    f"/realtime/rooms/{room}/broadcast", json={"data": {"via": "b"}}
+                )
+            assert response.status_code == 202
+            heard = json.loads(await asyncio.wait_for(listener.recv(), 5))
+            assert heard == {"event": "message", "data": {"via": "b"}}
 {% endif %}

@@ -1,13 +1,16 @@
-"""`POST /realtime/rooms/{room}/emit`: a backend sends an event to a room over HTTP."""
+"""The realtime routes of the HTTP API: a backend sends an event to a room's Socket.IO
+clients (`POST /realtime/rooms/{room}/emit`) or to its plain WebSocket listeners
+(`POST /realtime/rooms/{room}/broadcast`, heard at `/realtime/ws/{room}`)."""
 
 import asyncio
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, status
-from pydantic import BaseModel, Field, field_validator
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, WebSocket, status
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from starlette.websockets import WebSocketDisconnect
 
-from app.deps import SettingsDep, SioDep
+from app.deps import BroadcasterDep, SettingsDep, SioDep, app_state
 from app.realtime.events import RoomName
 from app.security import verify_token
 
@@ -15,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting"})
 EMIT_TIMEOUT_SECONDS = 2.0
+# How long a listener that must authenticate has to send its token.
+AUTH_TIMEOUT_SECONDS = 5.0
 # Data nested deeper than this is refused (422) rather than failing to encode.
 MAX_DATA_DEPTH = 32
 
@@ -90,3 +95,55 @@ async def emit_to_room(
         logger.warning("Emit to room %s timed out", room)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "Realtime unavailable") from None
     return EmitAccepted(room=room, event=payload.event)
+
+
+@router.post(
+    "/rooms/{room}/broadcast",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(require_token)],
+)
+async def broadcast_to_room(
+    room: Annotated[RoomName, Path()], payload: Emit, broadcaster: BroadcasterDep
+) -> EmitAccepted:
+    """Send `event` with `data` to the room's plain WebSocket listeners, on every instance."""
+    try:
+        async with asyncio.timeout(EMIT_TIMEOUT_SECONDS):
+            await broadcaster.publish(room, payload.event, payload.data)
+    except TimeoutError:
+        logger.warning("Broadcast to room %s timed out", room)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "Realtime unavailable") from None
+    return EmitAccepted(room=room, event=payload.event)
+
+
+class ListenerAuth(BaseModel):
+    token: str
+
+
+@router.websocket("/ws/{room}")
+async def listen_to_room(websocket: WebSocket, room: Annotated[RoomName, Path()]) -> None:
+    """A plain WebSocket that receives the room's broadcasts as JSON text messages.
+
+    With SOCKETIO_AUTH_REQUIRED the first message must be `{"token": "..."}`: a token
+    in the URL would end up in every proxy's access log.
+    """
+    state = app_state(websocket)
+    settings = state.settings
+    await websocket.accept()
+    if settings.socketio_auth_required:
+        try:
+            async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
+                auth = ListenerAuth.model_validate_json(await websocket.receive_text())
+        except (TimeoutError, ValidationError, WebSocketDisconnect, KeyError):
+            await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
+            return
+        if verify_token(auth.token, settings.secret_key.get_secret_value()) is None:
+            await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
+            return
+    state.broadcaster.join(room, websocket)
+    try:
+        while True:  # Listen-only: what the client sends is read and dropped.
+            await websocket.receive_text()
+    except (WebSocketDisconnect, KeyError):
+        pass
+    finally:
+        state.broadcaster.leave(room, websocket)
