@@ -234,3 +234,12 @@ def build(docker: Docker, context: Path, tag: str, *extra: str) -> tuple[float, 
         timeout=1200,
     )  # fmt: skip
     return time.monotonic() - started, result.stdout + result.stderr
+
+
+def remove_older_tags(docker: Docker, repository: str, prefix: str, keep: str) -> None:
+    """Untag `repository:prefix*` images other than `keep`, so that builds of
+    changing sources do not pile up. An image a container still uses stays."""
+    listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository).stdout.split()
+    for tag in listed:
+        if tag != keep and tag.startswith(f"{repository}:{prefix}"):
+            docker("image", "rm", tag, check=False)
