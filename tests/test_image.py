@@ -2,9 +2,10 @@
 
 One image per Python version, built with the classic builder (what Cloud
 Build's `gcloud builds submit --tag` uses) on a Docker daemon of the tests' own,
-from base images made locally (toolkit.images), and once with podman, a
-BuildKit-style builder. Every container target runs that one image: its
-Dockerfile and build context do not depend on the target (checked below).
+from base images made locally (toolkit.images); once more with podman, a
+BuildKit-style builder, and once from a committed uv.lock. Every container
+target runs the one image of its Python version: its Dockerfile and build
+context do not depend on the target (checked below).
 For each target, the release command and the server run as the target's own
 file says (command, environment, PORT, user, grace period), on the host
 network against the real PostgreSQL and Redis, with a read-only root and a
@@ -21,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import re
 import secrets
 import shlex
@@ -325,7 +327,8 @@ def test_the_image_builds_with_podman(docker: Docker, bakery: Any, figures: Figu
     """podman (buildah) stands for the BuildKit-style builders of Fly, Render and Railway."""
     reason = podman.unavailable()
     if reason:
-        pytest.fail(reason)
+        # As for the daemon: a failure in CI, a skip with the reason elsewhere.
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
     engine = podman.connect()
     base = images.python_image(docker, DEFAULT_PYTHON)
     podman.copy_from_docker(docker, engine, base)
