@@ -8,9 +8,11 @@ is reachable.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +61,10 @@ def unavailable() -> str | None:
 
 def connect(root: Path | None = None) -> Podman:
     root = root or cache_dir() / "podman"
-    storage = ("--root", str(root / "storage"), "--runroot", str(root / "run"))
+    # podman refuses a runroot longer than 50 characters; it holds only
+    # runtime state, so a short directory under /tmp, named after the storage, serves.
+    runroot = Path(tempfile.gettempdir()) / f"podman-{hashlib.sha256(bytes(root)).hexdigest()[:12]}"
+    storage = ("--root", str(root / "storage"), "--runroot", str(runroot))
     return Podman((shutil.which("podman") or "podman", *GLOBAL_FLAGS, *storage))
 
 
