@@ -273,6 +273,17 @@ def test_the_image_holds_only_what_runs(
         if str(Path(source).parent / "__pycache__" / f"{Path(source).stem}.{tag}.pyc") not in files
     ]
     assert missing == [], "sources without bytecode"
+    # The standard library too: the base image ships no bytecode, and nothing can write it at run time.
+    stdlib = f"usr/local/lib/python{version}/"
+    uncompiled = [
+        path
+        for path in files
+        if path.startswith(stdlib)
+        and path.endswith(".py")
+        and "/site-packages/" not in path
+        and str(Path(path).parent / "__pycache__" / f"{Path(path).stem}.{tag}.pyc") not in files
+    ]
+    assert f"{stdlib}urllib/request.py" in files and uncompiled == [], uncompiled[:20]
     # No dev dependencies in the virtualenv.
     pyproject = render_pyproject(python_version=version)
     dev = {
