@@ -243,7 +243,17 @@ def stop(where: Paths | None = None) -> None:
     where = where or paths()
     with locked(where.start_lock):
         _terminate(where)
+        _unmount_leftovers(where)
         where.owner.unlink(missing_ok=True)
+
+
+def _unmount_leftovers(where: Paths) -> None:
+    """dockerd leaves its network namespace mounted under the exec root when it
+    stops; unmounted, the cache directory can be deleted like any other."""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        mountpoint = line.split()[1]
+        if mountpoint.startswith(f"{where.exec_root}/"):
+            subprocess.run(["umount", mountpoint], capture_output=True, check=False)
 
 
 def _terminate(where: Paths) -> None:

@@ -238,7 +238,10 @@ def build(docker: Docker, context: Path, tag: str, *extra: str) -> tuple[float, 
 
 def remove_older_tags(docker: Docker, repository: str, prefix: str, keep: str) -> None:
     """Untag `repository:prefix*` images other than `keep`, so that builds of
-    changing sources do not pile up. An image a container still uses stays."""
+    changing sources do not pile up: removing its last tag deletes an image and
+    the cache layers only it used. An image a container still uses stays.
+    (No `docker image prune`: it would delete the newest layer of a build
+    running in another process.)"""
     listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository).stdout.split()
     for tag in listed:
         if tag != keep and tag.startswith(f"{repository}:{prefix}"):
