@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from toolkit import docker as docker_engine
 from toolkit.bakery import DATABASE_URL, REDIS_URL, bake, superset_dependencies, venv_for
 from toolkit.features import DEFAULT_PYTHON
 from toolkit.live import (
@@ -57,6 +58,18 @@ def services() -> dict[str, str]:
             pytest.fail(message)
         pytest.skip(message)
     return {"DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL}
+
+
+@pytest.fixture(scope="session")
+def docker() -> Iterator[docker_engine.Docker]:
+    """The tests' own Docker daemon, started if it is not running. In CI it must run."""
+    reason = docker_engine.unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the container tests cannot run: {reason}")
+        pytest.skip(reason)
+    with docker_engine.session() as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

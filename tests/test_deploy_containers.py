@@ -401,7 +401,7 @@ def test_dockerfile_lints_and_builds_in_layers(bakery: Any, target: str, answers
     first_copy = keywords.index("COPY")
     assert steps[first_copy][1] == "pyproject.toml uv.lock* ./"
     install = steps[first_copy + 1]
-    assert install[0] == "RUN" and "--mount=type=cache" in install[1] and "--no-install-project" in install[1]
+    assert install[0] == "RUN" and "--no-install-project" in install[1]
     assert steps[first_copy + 2] == ("COPY", ". .")
     assert steps[first_copy + 3][1].startswith("python -m compileall")
     runtime = steps[keywords.index("FROM", 1) :]

@@ -20,13 +20,14 @@ from typing import Any
 
 from cookiecutter.main import cookiecutter
 
+from toolkit import cache_dir
 from toolkit.features import CONTEXT, ROOT, TARGETS, answers_for
 from toolkit.processes import clean_env, run
 
 TEMPLATE_DIR = ROOT / "{{cookiecutter.project_slug}}"
 DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fastapi-template-tests"
+CACHE_DIR = cache_dir()
 
 
 def bake(output_dir: Path, **answers: Any) -> Path:

@@ -1,0 +1,771 @@
+"""The generated image, built for real and run the way each platform runs it.
+
+One image per Python version, built with the classic builder (what Cloud
+Build's `gcloud builds submit --tag` uses) on a Docker daemon of the tests' own,
+from base images made locally (toolkit.images); once more with podman, a
+BuildKit-style builder, and once from a committed uv.lock. Every container
+target runs the one image of its Python version: its Dockerfile and build
+context do not depend on the target (checked below).
+For each target, the release command and the server run as the target's own
+file says (command, environment, PORT, user, grace period), on the host
+network against the real PostgreSQL and Redis, with a read-only root and a
+tmpfs /tmp, as non-root; Docker's HEALTHCHECK must pass, readiness answer 200,
+and SIGTERM stop the server cleanly within the target's grace period while a
+Socket.IO client is connected.
+
+Not covered: the platforms' own builders and runtimes (Cloud Build, Railway's,
+Fly's and Render's builders, Cloud Run, Kubernetes), which cannot run here.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from websockets.sync.client import connect as websocket
+
+from tests.test_deploy_containers import (
+    CONTAINER_TARGETS,
+    assert_at_head,
+    build_context,
+    by_address,
+    compose,
+    platform_url,
+    prod_env,
+    railway_graph,
+    scratch,
+)
+from tests.test_deploy_platforms import by_kind, chart_values, container_env, render_chart, secret_values
+from toolkit import debian, images, podman
+from toolkit.bakery import CACHE_DIR, find_python, render_pyproject
+from toolkit.docker import Docker
+from toolkit.features import DEFAULT_PYTHON, PYTHONS
+from toolkit.locks import locked
+from toolkit.processes import clean_env, run
+from toolkit.report import Figures
+
+SLUG = "my-service"
+UID = 10001
+# Cloud Run sends SIGKILL 10 s after SIGTERM; the file cannot change it.
+CLOUD_RUN_GRACE = 10
+# Render sets PORT to 10000 unless the service sets it.
+RENDER_PORT = 10000
+# Cloud SQL's socket, as Cloud Run mounts it, stood in for by the local server's.
+LOCAL_SOCKET_DIR = Path("/var/run/postgresql")
+CLOUD_SQL_INSTANCE = "demo-project:europe-west1:main-db"
+# Lines of uvicorn's graceful shutdown, in order.
+SHUTDOWN_LINES = ("Shutting down", "Waiting for application shutdown.", "Application shutdown complete.")
+# Only BuildKit accepts these: a `# syntax=` line (it makes BuildKit fetch a
+# frontend image from a registry), RUN --mount/--network/--security, heredocs.
+BUILDKIT_ONLY = re.compile(
+    r"^\s*#\s*syntax\s*=|^\s*RUN\b.*\s--(mount|network|security)\b|<<-?\s*[\"']?\w+", re.I
+)
+
+
+def group(version: str) -> Any:
+    """The tests of one Python version share a worker, so its image is built once."""
+    return pytest.mark.xdist_group(f"image-{version}")
+
+
+BY_VERSION = [pytest.param(version, id=f"python-{version}", marks=group(version)) for version in PYTHONS]
+BY_VERSION_AND_TARGET = [
+    pytest.param(version, target, id=f"python-{version}-{target}", marks=group(version))
+    for version in PYTHONS
+    for target in CONTAINER_TARGETS
+]
+
+
+def buildkit_only(dockerfile: str) -> list[str]:
+    """Lines of a Dockerfile (continuations joined) that the classic builder rejects."""
+    joined = re.sub(r"\\\n", " ", dockerfile)
+    return [line for line in joined.splitlines() if BUILDKIT_ONLY.search(line)]
+
+
+# --- Without a daemon -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", BY_VERSION)
+def test_no_generated_dockerfile_needs_buildkit(bakery: Any, version: str) -> None:
+    for target in CONTAINER_TARGETS:
+        project = bakery(deploy_target=target, python_version=version)
+        assert buildkit_only((project / "Dockerfile").read_text()) == [], target
+
+
+def test_the_buildkit_check_catches_cache_mounts_and_syntax_lines() -> None:
+    # The Dockerfile before the fix, abridged.
+    old = (
+        "# syntax=docker/dockerfile:1\n"
+        "FROM python:3.12-slim AS build\n"
+        "RUN --mount=type=cache,target=/root/.cache/uv \\\n"
+        "    uv sync --frozen --no-dev\n"
+        "RUN pip install --no-cache-dir uv\n"
+    )
+    assert len(buildkit_only(old)) == 2
+
+
+@pytest.mark.parametrize("version", BY_VERSION)
+def test_one_image_serves_every_target(bakery: Any, version: str) -> None:
+    """What `docker build` sends is the same whatever the target, so the runs below
+    reuse one build per Python version honestly. Differences are allowed only in
+    pyproject.toml's dev dependencies and tool settings (Railway's adds
+    railway-sdk), which the image never installs or reads."""
+    contexts = {}
+    for target in CONTAINER_TARGETS:
+        project = bakery(deploy_target=target, python_version=version)
+        context: dict[str, Any] = {path: (project / path).read_bytes() for path in build_context(project)}
+        assert "Dockerfile" not in context, ".dockerignore keeps the Dockerfile out; compared on its own"
+        context["Dockerfile"] = (project / "Dockerfile").read_bytes()
+        pyproject = tomllib.loads(context.pop("pyproject.toml").decode())
+        assert set(pyproject) == {"project", "build-system", "dependency-groups", "tool"}
+        assert set(pyproject["dependency-groups"]) == {"dev"}
+        context["pyproject.toml: project, build-system"] = [pyproject["project"], pyproject["build-system"]]
+        contexts[target] = context
+    first = contexts[CONTAINER_TARGETS[0]]
+    for target, context in contexts.items():
+        differing = sorted(
+            path for path in first.keys() | context.keys() if first.get(path) != context.get(path)
+        )
+        assert differing == [], f"{target}'s build context differs"
+
+
+# --- Building ---------------------------------------------------------------------------
+
+
+@dataclass
+class Built:
+    tag: str
+    project: Path
+    seconds: float
+    base_seconds: float
+    root_seconds: float
+    output: str
+
+
+class AppImages:
+    """Each Python version's image, built once per test process."""
+
+    def __init__(self, docker: Docker, bakery: Any) -> None:
+        self.docker, self.bakery = docker, bakery
+        self.built: dict[str, Built] = {}
+
+    def __call__(self, version: str) -> Built:
+        if version not in self.built:
+            started = time.monotonic()
+            # The Debian root first, on its own: its time is the first build's (or a wait for it).
+            debian.root_tarball("bookworm", images.PYTHON_PACKAGES)
+            root_seconds = time.monotonic() - started
+            images.python_image(self.docker, version)
+            base_seconds = time.monotonic() - started - root_seconds
+            project = self.bakery(python_version=version)
+            tag = content_tag(self.docker, project, f"python-{version}-")
+            with locked(CACHE_DIR / "images" / f"{SLUG}-{version}.lock"):
+                seconds, output = images.build(self.docker, project, tag)
+                images.remove_older_tags(self.docker, SLUG, f"python-{version}-", keep=tag)
+            self.built[version] = Built(tag, project, seconds, base_seconds, root_seconds, output)
+        return self.built[version]
+
+
+def content_tag(docker: Docker, project: Path, prefix: str) -> str:
+    """A tag naming what the image is built from: another test run on this machine
+    (another work tree, another template version) never runs this run's image."""
+    sources = {path: (project / path).read_bytes().hex() for path in build_context(project)}
+    version = re.search(r"^FROM python:([\d.]+)-slim", (project / "Dockerfile").read_text(), re.MULTILINE)
+    assert version
+    base = images.inputs_of(docker, f"python:{version.group(1)}-slim")
+    return f"{SLUG}:{prefix}{images.digest(sources, (project / 'Dockerfile').read_text(), base)}"
+
+
+@pytest.fixture(scope="session")
+def app_images(docker: Docker, bakery: Any) -> AppImages:
+    return AppImages(docker, bakery)
+
+
+def megabytes(docker: Docker, tag: str) -> float:
+    return int(docker("image", "inspect", "--format", "{{.Size}}", tag).stdout) / 1e6
+
+
+@pytest.mark.containers
+@pytest.mark.parametrize("version", BY_VERSION)
+def test_the_image_builds_with_the_classic_builder(
+    docker: Docker, app_images: AppImages, figures: Figures, version: str
+) -> None:
+    built = app_images(version)
+
+    # The classic builder numbers its steps; BuildKit prints none of that.
+    assert re.search(r"^Step 1/\d+ : FROM python:", built.output, re.MULTILINE), built.output[:2000]
+    assert f"Successfully tagged {built.tag}" in built.output
+    size, base = megabytes(docker, built.tag), megabytes(docker, f"python:{version}-slim")
+    figures.add(f"Image, Python {version}", "size (base image)", f"{size:.0f} MB ({base:.0f} MB)")
+    figures.add(
+        f"Image, Python {version}",
+        "build seconds (base image; Debian root)",
+        f"{built.seconds:.0f} s ({built.base_seconds:.0f} s; {built.root_seconds:.0f} s)",
+    )
+
+
+@pytest.mark.containers
+@pytest.mark.xdist_group(f"image-{DEFAULT_PYTHON}")
+def test_the_classic_builder_refuses_a_cache_mount(
+    docker: Docker, app_images: AppImages, tmp_path: Path
+) -> None:
+    """The build test above fails on the Dockerfile as it was, with a cache mount."""
+    project = shutil.copytree(app_images(DEFAULT_PYTHON).project, tmp_path / "project")
+    dockerfile = project / "Dockerfile"
+    text = dockerfile.read_text()
+    assert "RUN if [ -f uv.lock ]" in text
+    dockerfile.write_text(
+        text.replace(
+            "RUN if [ -f uv.lock ]", "RUN --mount=type=cache,target=/root/.cache/uv if [ -f uv.lock ]"
+        )
+    )
+
+    with pytest.raises(RuntimeError, match="--mount"):
+        images.build(docker, project, f"{SLUG}:refused")
+
+
+@pytest.mark.containers
+@pytest.mark.parametrize("version", BY_VERSION)
+def test_the_image_holds_only_what_runs(
+    docker: Docker, app_images: AppImages, tmp_path: Path, version: str
+) -> None:
+    built = app_images(version)
+    files = image_files(docker, built.tag, tmp_path)
+
+    compilers = [
+        path for path in files if re.search(r"(^|/)(s?bin)/((\w+-)*(gcc|cc|g\+\+|c\+\+|clang)(-\d+)?)$", path)
+    ]
+    assert compilers == [] and not [path for path in files if re.search(r"/gcc/.*/cc1$", path)]
+    assert [path for path in files if re.search(r"(^|/)\.cache/|/uv$|/uvx$", path)] == [], "caches or uv"
+    app_files = [path for path in files if path.startswith("app/")]
+    assert app_files, "WORKDIR /app"
+    assert not [
+        path for path in app_files if re.match(r"app/(tests|\.git|\.venv|\.env|\.pytest_cache)(/|$)", path)
+    ]
+    assert not [path for path in files if re.search(r"(^|/)\.env$", path)]
+    # Every module of the app and its migrations compiled at build time (the root is read-only).
+    tag = f"cpython-{version.replace('.', '')}"
+    sources = [
+        path
+        for path in app_files
+        if path.endswith(".py") and path.startswith(("app/app/", "app/migrations/"))
+    ]
+    assert sources
+    missing = [
+        source
+        for source in sources
+        if str(Path(source).parent / "__pycache__" / f"{Path(source).stem}.{tag}.pyc") not in files
+    ]
+    assert missing == [], "sources without bytecode"
+    # The standard library too: the base image ships no bytecode, and nothing can write it at run time.
+    stdlib = f"usr/local/lib/python{version}/"
+    uncompiled = [
+        path
+        for path in files
+        if path.startswith(stdlib)
+        and path.endswith(".py")
+        and "/site-packages/" not in path
+        and str(Path(path).parent / "__pycache__" / f"{Path(path).stem}.{tag}.pyc") not in files
+    ]
+    assert f"{stdlib}urllib/request.py" in files and uncompiled == [], uncompiled[:20]
+    # No dev dependencies in the virtualenv.
+    pyproject = render_pyproject(python_version=version)
+    dev = {
+        re.split(r"[<>=\[ ]", spec)[0].lower().replace("-", "_")
+        for spec in pyproject["dependency-groups"]["dev"]
+    }
+    runtime = {
+        re.split(r"[<>=\[ ]", spec)[0].lower().replace("-", "_")
+        for spec in pyproject["project"]["dependencies"]
+    }
+    installed = {
+        match.group(1).lower()
+        for path in files
+        if (
+            match := re.match(
+                r"opt/venv/lib/python[\d.]+/site-packages/(\w+)-[^/]*\.dist-info/METADATA$", path
+            )
+        )
+    }
+    assert {"fastapi", "uvicorn", "alembic"} <= installed, installed
+    assert installed & (dev - runtime) == set(), "dev dependencies in the image"
+    # The dependencies were compiled too (UV_COMPILE_BYTECODE).
+    packages = [
+        path for path in files if re.match(r"opt/venv/lib/python[\d.]+/site-packages/\w+/__init__\.py$", path)
+    ]
+    assert packages and not [
+        path
+        for path in packages
+        if str(Path(path).parent / "__pycache__" / f"__init__.{tag}.pyc") not in files
+    ]
+    config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", built.tag).stdout)
+    assert config["User"] == f"{UID}:{UID}" and config["Cmd"] == ["scripts/serve"]
+    assert config["Healthcheck"]["Test"][0] == "CMD" and "PORT=8000" in config["Env"]
+
+
+def image_files(docker: Docker, tag: str, tmp_path: Path) -> set[str]:
+    """Every path in the image's filesystem, read from `docker export`."""
+    container = docker("create", tag).stdout.strip()
+    archive = tmp_path / "image.tar"
+    try:
+        with archive.open("wb") as out:
+            subprocess.run(docker.argv("export", container), env=docker.env, stdout=out, check=True)
+    finally:
+        docker("rm", container)
+    with tarfile.open(archive) as tar:
+        return {member.name.removeprefix("./").rstrip("/") for member in tar.getmembers()}
+
+
+@pytest.mark.containers
+@pytest.mark.xdist_group("image-podman")
+def test_the_image_builds_with_podman(docker: Docker, bakery: Any, figures: Figures) -> None:
+    """podman (buildah) stands for the BuildKit-style builders of Fly, Render and Railway."""
+    reason = podman.unavailable()
+    if reason:
+        # As for the daemon: a failure in CI, a skip with the reason elsewhere.
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
+    engine = podman.connect()
+    base = images.python_image(docker, DEFAULT_PYTHON)
+    podman.copy_from_docker(docker, engine, base)
+    project = bakery(python_version=DEFAULT_PYTHON)
+    tag = content_tag(docker, project, "podman-")
+
+    seconds, _ = podman.build(engine, project, tag)
+
+    built = json.loads(engine("image", "inspect", tag).stdout)[0]
+    assert built["Config"]["User"] == f"{UID}:{UID}" and built["Config"]["Cmd"] == ["scripts/serve"]
+    assert built["Healthcheck"]["Test"][:2] == ["CMD", "python"], "HEALTHCHECK kept (docker format)"
+    # Handed to Docker, it holds a working virtualenv and the compiled app.
+    save = subprocess.Popen([*engine.argv, "save", tag], stdout=subprocess.PIPE)
+    subprocess.run(docker.argv("load"), stdin=save.stdout, env=docker.env, check=True, capture_output=True)
+    assert save.wait() == 0
+    loaded = f"localhost/{tag}"  # podman's name for a local image
+    docker(
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--read-only",
+        "--network",
+        "none",
+        loaded,
+        "python",
+        "-c",
+        "import app.main",
+    )
+    docker("image", "rm", loaded)
+    for older in engine("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split():
+        if older.startswith(f"localhost/{SLUG}:podman-") and older != loaded:
+            engine("rmi", older, check=False)
+    figures.add(f"Image, Python {DEFAULT_PYTHON}", "podman build seconds", f"{seconds:.0f} s")
+
+
+@pytest.mark.containers
+@pytest.mark.xdist_group("image-podman")
+def test_the_image_installs_exactly_a_committed_lock_file(
+    docker: Docker, bakery: Any, tmp_path: Path
+) -> None:
+    """With uv.lock committed, the dependency step takes its other branch (`uv sync --frozen`)."""
+    project = shutil.copytree(bakery(python_version=DEFAULT_PYTHON), tmp_path / "project")
+    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    run(
+        [uv, "lock", "--python", find_python(DEFAULT_PYTHON)], project, clean_env(UV_PYTHON_DOWNLOADS="never")
+    )
+    lock = tomllib.loads((project / "uv.lock").read_text())
+    pinned = {package["name"]: package["version"] for package in lock["package"] if "version" in package}
+    images.python_image(docker, DEFAULT_PYTHON)
+    tag = content_tag(docker, project, "locked-")
+
+    try:
+        images.build(docker, project, tag)
+        probe = (
+            "import importlib.metadata as m, importlib.util as u; "
+            "print(m.version('fastapi'), m.version('starlette'), u.find_spec('pytest') is None)"
+        )
+        shown = docker("run", "--rm", "--network", "none", "--read-only", tag, "python", "-c", probe).stdout
+    finally:
+        docker("image", "rm", tag, check=False)
+
+    assert shown.split() == [pinned["fastapi"], pinned["starlette"], "True"]
+
+
+# --- Running as each platform does ------------------------------------------------------
+
+
+@dataclass
+class Process:
+    """One container: what replaces the image's ENTRYPOINT and CMD, its environment, docker flags."""
+
+    env: dict[str, str]
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    serve: Process
+    release: list[Process]
+    port: int  # where the platform sends traffic
+    grace: float  # seconds from SIGTERM to SIGKILL
+    host: str  # the Host header of the platform's health checks
+    public_host: str  # a Host the service answers to for clients
+
+
+def compose_plan(project: Path, database: str, redis: str, home: Path) -> Plan:
+    services = compose(project, "compose.prod.yaml", prod_env({}), home)["services"]
+    app = services["app"]
+
+    def process(service: dict[str, Any]) -> Process:
+        env = {key: value for key, value in service["environment"].items() if value is not None}
+        env |= {"DATABASE_URL": platform_url(database, "postgresql"), "REDIS_URL": redis}
+        flags = ["--init"] if service.get("init") else []
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        if "memory" in limits:
+            flags += ["--memory", str(limits["memory"])]
+        return Process(env, service.get("command"), service.get("entrypoint"), flags)
+
+    # Caddy sends traffic to the app's port named in the Caddyfile.
+    port = re.search(r"dynamic a app (\d+)", (project / "Caddyfile").read_text())
+    assert port
+    public = app["environment"]["TRUSTED_HOSTS"].split(",")[0]
+    return Plan(
+        process(app),
+        [process(services["migrate"])],
+        int(port.group(1)),
+        duration(app["stop_grace_period"]),
+        public,
+        public,
+    )
+
+
+def railway_plan(project: Path, database: str, redis: str, home: Path) -> Plan:
+    api = by_address(railway_graph(project))["service.api"]
+    domain = "api-production.up.railway.app"
+    outputs = {"database.postgres": platform_url(database, "postgresql"), "database.redis": redis}
+    env = {}
+    for name, value in api["variables"].items():
+        if value["type"] == "literal":
+            env[name] = value["value"].replace("${{RAILWAY_PUBLIC_DOMAIN}}", domain)
+        elif value["type"] == "reference":
+            env[name] = outputs[value["resource"]]
+        elif value["type"] == "preserve":
+            env[name] = secret()
+    # Railway injects PORT, a port of its choosing.
+    port = free_port()
+    env["PORT"] = str(port)
+    deploy = api["deploy"]
+    release = [Process(env, shlex.split(command)) for command in deploy.get("preDeployCommand", [])]
+    start = shlex.split(deploy["startCommand"]) if "startCommand" in deploy else None
+    return Plan(
+        Process(env, start), release, port, deploy["drainingSeconds"], "healthcheck.railway.app", domain
+    )
+
+
+def fly_plan(project: Path, database: str, redis: str, home: Path) -> Plan:
+    fly = tomllib.loads((project / "fly.toml").read_text())
+    # Secrets as `fly secrets set` and `fly postgres attach` (postgres://...?sslmode=disable) set them.
+    env = dict(fly["env"]) | {
+        "SECRET_KEY": secret(),
+        "DATABASE_URL": platform_url(database, "postgres", "?sslmode=disable"),
+        "REDIS_URL": redis,
+    }
+    processes = fly.get("processes", {})
+    start = shlex.split(processes["app"]) if "app" in processes else None
+    release = (
+        [Process(env, shlex.split(fly["deploy"]["release_command"]))]
+        if "release_command" in fly.get("deploy", {})
+        else []
+    )
+    # The image's StopSignal is SIGTERM (Docker's default): what fly.toml asks for.
+    assert fly.get("kill_signal", "SIGINT") == "SIGTERM"
+    memory = [f"{vm['memory'].removesuffix('mb')}m" for vm in fly.get("vm", []) if "memory" in vm]
+    serve = Process(env, start, flags=["--memory", memory[0]] if memory else [])
+    port = fly["http_service"]["internal_port"]
+    return Plan(serve, release, port, fly["kill_timeout"], f"127.0.0.1:{port}", "my-service.fly.dev")
+
+
+def render_plan(project: Path, database: str, redis: str, home: Path) -> Plan:
+    blueprint = yaml.safe_load((project / "render.yaml").read_text())
+    web = next(service for service in blueprint["services"] if service["type"] == "web")
+    env = {"PORT": str(RENDER_PORT)}
+    for var in web["envVars"]:
+        if "value" in var:
+            env[var["key"]] = str(var["value"])
+        elif var.get("generateValue"):
+            env[var["key"]] = secret()
+        elif "fromDatabase" in var:
+            env[var["key"]] = platform_url(database, "postgres")
+        elif "fromService" in var:
+            env[var["key"]] = redis
+        elif var.get("sync") is False:
+            env[var["key"]] = ""  # asked for when the Blueprint is created; may stay empty
+    # A docker runtime service's command is dockerCommand (startCommand is for native runtimes).
+    start = shlex.split(web["dockerCommand"]) if "dockerCommand" in web else None
+    release = [Process(env, shlex.split(web["preDeployCommand"]))] if "preDeployCommand" in web else []
+    return Plan(
+        Process(env, start),
+        release,
+        int(env["PORT"]),
+        web.get("maxShutdownDelaySeconds", 30),
+        "my-service.onrender.com",
+        "my-service.onrender.com",
+    )
+
+
+def cloud_run_plan(project: Path, database: str, redis: str, home: Path) -> Plan:
+    def load(name: str) -> dict[str, Any]:
+        text = (project / "deploy" / "cloud-run" / name).read_text().replace("${SERVICE}", SLUG)
+        return dict(yaml.safe_load(text))
+
+    flags, database_url = cloud_sql(database)
+    secrets_ = {
+        f"{SLUG}-secret-key": secret(),
+        f"{SLUG}-database-url": database_url,
+        f"{SLUG}-redis-url": redis,
+        f"{SLUG}-sentry-dsn": "",
+    }
+
+    def process(container: dict[str, Any], env: dict[str, str]) -> Process:
+        memory = container.get("resources", {}).get("limits", {}).get("memory")
+        extra = ["--memory", memory.replace("Mi", "m")] if memory else []
+        args = container.get("args")
+        return Process(env, args, container.get("command"), flags + extra)
+
+    container = load("service.yaml")["spec"]["template"]["spec"]["containers"][0]
+    # Cloud Run sets PORT to the container port and sends traffic there.
+    port = container["ports"][0]["containerPort"]
+    serve = process(container, container_env(container, secrets_) | {"PORT": str(port)})
+    job = load("migrate-job.yaml")["spec"]["template"]["spec"]["template"]["spec"]["containers"][0]
+    release = [process(job, container_env(job, secrets_))]
+    return Plan(serve, release, port, CLOUD_RUN_GRACE, f"127.0.0.1:{port}", "my-service-abc123-ew.a.run.app")
+
+
+def cloud_sql(database: str) -> tuple[list[str], str]:
+    """Docker flags and a DATABASE_URL that reach the scratch database the way Cloud Run
+    reaches Cloud SQL: over a unix socket mounted under /cloudsql/INSTANCE."""
+    if not (LOCAL_SOCKET_DIR / ".s.PGSQL.5432").exists() or "@127.0.0.1:5432/" not in database:
+        return [], platform_url(database, "postgresql")
+    credentials, _, name = database.split("://", 1)[1].partition("@127.0.0.1:5432/")
+    target = f"/cloudsql/{CLOUD_SQL_INSTANCE}"
+    mount = f"type=bind,source={LOCAL_SOCKET_DIR},target={target},readonly"
+    return ["--mount", mount], f"postgresql+asyncpg://{credentials}@/{name}?host={target}"
+
+
+def kubernetes_plan(project: Path, database: str, redis: str, home: Path) -> Plan:
+    values = chart_values(
+        **(secret_values({}, database_url=platform_url(database, "postgresql")) | {"REDIS_URL": redis})
+    )
+    kinds = by_kind(render_chart(project, values))
+    settings = dict(kinds["ConfigMap"]["data"])
+    settings |= {key: base64.b64decode(value).decode() for key, value in kinds["Secret"]["data"].items()}
+
+    def process(pod: dict[str, Any]) -> Process:
+        container = pod["containers"][0]
+        env = settings | {item["name"]: item["value"] for item in container.get("env", [])}
+        security = pod.get("securityContext", {}) | container.get("securityContext", {})
+        assert security["readOnlyRootFilesystem"] is True  # --read-only, always given
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # --tmpfs /tmp
+        flags = []
+        if "runAsUser" in security:
+            flags += [
+                "--user",
+                f"{security['runAsUser']}:{security.get('runAsGroup', security['runAsUser'])}",
+            ]
+        if security.get("allowPrivilegeEscalation") is False:
+            flags += ["--security-opt", "no-new-privileges"]
+        flags += [
+            part for cap in security.get("capabilities", {}).get("drop", []) for part in ("--cap-drop", cap)
+        ]
+        memory = container.get("resources", {}).get("limits", {}).get("memory")
+        if memory:
+            flags += ["--memory", memory.replace("Mi", "m").replace("Gi", "g")]
+        return Process(env, container.get("args"), container.get("command"), flags)
+
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    port = container["ports"][0]["containerPort"]
+    # SIGTERM comes after the preStop sleep, within the same grace period.
+    grace = pod["terminationGracePeriodSeconds"] - container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    release = [process(kinds["Job"]["spec"]["template"]["spec"])]
+    return Plan(process(pod), release, port, grace, f"127.0.0.1:{port}", "api.example.com")
+
+
+PLANS = {
+    "docker-compose": compose_plan,
+    "railway": railway_plan,
+    "cloud-run": cloud_run_plan,
+    "kubernetes": kubernetes_plan,
+    "fly": fly_plan,
+    "render": render_plan,
+}
+
+
+def duration(text: str | int | float) -> float:
+    """Compose's '30s' / '1m30s' in seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"([\d.]+)(ms|h|m|s)", text)
+    assert parts and "".join(number + unit for number, unit in parts) == text, text
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def port_of_our_own(port: int) -> Iterator[None]:
+    """Hold `port` while a container listens on it on the host network: two workers
+    (Cloud Run and Fly both use 8080) wait for each other instead of colliding."""
+    with locked(CACHE_DIR / "ports" / f"{port}.lock"):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                pytest.fail(f"port {port} is taken by another program on this machine")
+        yield
+
+
+def run_argv(image: str, process: Process, *extra: str) -> list[str]:
+    """`docker run` arguments: host network, read-only root, tmpfs /tmp, then the plan's."""
+    argv = ["--network", "host", "--read-only", "--tmpfs", "/tmp", *process.flags, *extra]
+    for name, value in sorted(process.env.items()):
+        argv += ["--env", f"{name}={value}"]
+    command = process.command or []
+    if process.entrypoint is not None:
+        argv += ["--entrypoint", process.entrypoint[0], image, *process.entrypoint[1:], *command]
+    else:
+        argv += [image, *command]
+    return argv
+
+
+def state(docker: Docker, container: str) -> dict[str, Any]:
+    return dict(json.loads(docker("inspect", "--format", "{{json .State}}", container).stdout))
+
+
+def wait_healthy(docker: Docker, container: str, timeout: float = 90) -> float:
+    """Seconds until Docker's HEALTHCHECK (the image's own command) reports healthy."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        current = state(docker, container)
+        if not current["Running"]:
+            raise AssertionError(f"exited {current['ExitCode']}:\n{logs(docker, container)}")
+        health = current.get("Health", {}).get("Status")
+        if health == "healthy":
+            return time.monotonic() - started
+        assert health in {"starting", None}, f"{health}:\n{current.get('Health')}\n{logs(docker, container)}"
+        time.sleep(0.5)
+    raise AssertionError(
+        f"not healthy within {timeout} s:\n{state(docker, container)}\n{logs(docker, container)}"
+    )
+
+
+def logs(docker: Docker, container: str) -> str:
+    result = docker("logs", container, check=False)
+    return (result.stdout + result.stderr)[-6000:]
+
+
+def process_uids(docker: Docker, container: str) -> set[str]:
+    """Real uid of every process in the container, as the host's ps sees them."""
+    rows = docker("top", container, "-o", "pid,uid").stdout.splitlines()[1:]
+    assert rows
+    return {row.split()[1] for row in rows}
+
+
+@contextlib.contextmanager
+def socketio_client(port: int, host: str) -> Iterator[Any]:
+    """A Socket.IO client connected over WebSocket, open until the block ends."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    url = f"ws://{host}/socket.io/?EIO=4&transport=websocket"
+    with websocket(url, sock=sock, open_timeout=10, close_timeout=1) as client:
+        assert client.recv(timeout=10).startswith("0"), "Engine.IO open packet"
+        client.send("40")
+        assert client.recv(timeout=10).startswith("40"), "Socket.IO connected"
+        yield client
+
+
+@pytest.mark.containers
+@pytest.mark.parametrize(("version", "target"), BY_VERSION_AND_TARGET)
+def test_the_container_runs_as_the_platform_runs_it(
+    docker: Docker,
+    app_images: AppImages,
+    bakery: Any,
+    venv: Path,
+    services: dict[str, str],
+    figures: Figures,
+    tmp_path: Path,
+    version: str,
+    target: str,
+) -> None:
+    image = app_images(version).tag
+    project = bakery(deploy_target=target, python_version=version)
+    with scratch(venv, project, services) as database:
+        plan = PLANS[target](project, database, services["REDIS_URL"], tmp_path)
+        assert plan.serve.env["ENVIRONMENT"] == "production"
+
+        # The release step, a container of its own that must exit 0.
+        assert plan.release, "every target migrates before it serves"
+        for process in plan.release:
+            docker("run", "--rm", *run_argv(image, process), timeout=180)
+        assert_at_head(venv, project, database)
+
+        with port_of_our_own(plan.port):
+            container = docker(
+                "run", "--detach", "--health-interval", "1s", *run_argv(image, plan.serve)
+            ).stdout.strip()
+            try:
+                healthy = wait_healthy(docker, container)
+                assert process_uids(docker, container) == {str(UID)}, "non-root, every process"
+                base = f"http://127.0.0.1:{plan.port}"
+                ready = httpx.get(f"{base}/health/ready", headers={"Host": plan.host}, timeout=10)
+                assert ready.status_code == 200, ready.text
+                checks = ready.json()["checks"]
+                assert checks["database"]["status"] == checks["redis"]["status"] == "ok", checks
+                with socketio_client(plan.port, plan.public_host):
+                    started = time.monotonic()
+                    docker("stop", "--time", str(int(plan.grace)), container, timeout=plan.grace + 30)
+                    stopped = time.monotonic() - started
+            finally:
+                output = logs(docker, container)
+                final = state(docker, container)
+                docker("rm", "--force", container, check=False)
+
+    # Exit 0, or 143 when uvicorn re-raises SIGTERM after its shutdown under an
+    # init process (as PID 1 the re-raised signal is ignored); 137 would be SIGKILL.
+    assert final["ExitCode"] in (0, 143) and not final["OOMKilled"], f"{final}\n{output}"
+    assert stopped < plan.grace, f"took {stopped:.1f} s of a {plan.grace} s grace period"
+    positions = [output.find(line) for line in SHUTDOWN_LINES]
+    assert -1 not in positions and positions == sorted(positions), output
+    assert "Traceback" not in output, output
+    figures.add(
+        f"Container, Python {version}, {target}",
+        "healthy after / stopped in (grace)",
+        f"{healthy:.1f} s / {stopped:.1f} s ({plan.grace:.0f} s)",
+    )
