@@ -15,6 +15,7 @@ import pytest
 
 from toolkit import docker as docker_engine
 from toolkit.bakery import DATABASE_URL, REDIS_URL, bake, superset_dependencies, venv_for
+from toolkit.deploy import fresh_database
 from toolkit.features import DEFAULT_PYTHON
 from toolkit.live import (
     MAX_BODY,
@@ -95,6 +96,14 @@ class Bakery:
 @pytest.fixture(scope="session")
 def bakery(tmp_path_factory: pytest.TempPathFactory) -> Bakery:
     return Bakery(tmp_path_factory.mktemp("bakes"))
+
+
+@pytest.fixture
+def empty_database(venv: Path, services: dict[str, str], bakery: Bakery) -> Iterator[str]:
+    """A fresh PostgreSQL database (its URL) that a deploy target's migrations run on,
+    dropped afterwards."""
+    with fresh_database(venv, bakery(), services) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

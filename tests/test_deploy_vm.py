@@ -1,0 +1,448 @@
+"""A VM: deploy/vm's systemd units, nginx site, supervisor program and install.sh,
+and gunicorn.conf.py.
+
+Every file goes through a real validator offline (systemd-analyze verify and
+security, nginx -t and gixy, supervisor's own config loader, gunicorn
+--check-config, shellcheck, and the project's own linters for gunicorn.conf.py).
+The units' commands migrate a scratch database and serve, and install.sh installs,
+updates and rolls back in a mount namespace with recorded stand-ins for systemctl
+and its friends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from toolkit import nginx
+from toolkit.deploy import (
+    BIN,
+    SLUG,
+    assert_migrated,
+    bake_group,
+    fresh_database,
+    on_this_machine,
+    param,
+    secret,
+    shellcheck,
+    unit_settings,
+)
+from toolkit.features import ALL_OFF
+from toolkit.processes import clean_env, free_port, run
+from toolkit.servers import serving
+
+GROUP = bake_group(deploy_target="vm")
+VM = [
+    param("all-on", deploy_target="vm"),
+    param("all-off", deploy_target="vm", **ALL_OFF),
+    param("socketio-without-redis", deploy_target="vm", use_redis=False),
+]
+
+
+def units(project: Path) -> list[str]:
+    names = [f"{SLUG}@8000.service"]
+    if (project / "deploy" / "vm" / "systemd" / f"{SLUG}-migrate.service").exists():
+        names.append(f"{SLUG}-migrate.service")
+    return names
+
+
+def systemd_root(project: Path, tmp_path: Path) -> Path:
+    """A root directory with the units installed where install.sh puts them."""
+    root = tmp_path / "root"
+    shutil.copytree("/usr/lib/systemd/system", root / "usr" / "lib" / "systemd" / "system", symlinks=True)
+    (root / "etc" / "systemd" / "system").mkdir(parents=True)
+    for unit in (project / "deploy" / "vm" / "systemd").iterdir():
+        shutil.copy(unit, root / "etc" / "systemd" / "system" / unit.name)
+    for executable in (
+        f"opt/{SLUG}/current/.venv/bin/gunicorn",
+        f"opt/{SLUG}/current/scripts/migrate",
+        "bin/kill",
+    ):
+        path = root / executable
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    return root
+
+
+def vm_ports(project: Path) -> dict[str, list[int]]:
+    """The ports each VM file expects the service on: nginx's upstream, install.sh and supervisor."""
+    site = (project / "deploy" / "vm" / "nginx" / f"{SLUG}.conf").read_text()
+    install = (project / "deploy" / "vm" / "install.sh").read_text()
+    supervisor = supervisor_processes(project)
+    ports = re.search(r"^PORTS=\(([\d ]+)\)$", install, re.MULTILINE)
+    assert ports
+    return {
+        "nginx": [int(port) for port in re.findall(r"server 127\.0\.0\.1:(\d+);", site)],
+        "install.sh": [int(port) for port in ports.group(1).split()],
+        "supervisor": [int(process.environment["PORT"]) for process in supervisor],
+    }
+
+
+def supervisor_processes(project: Path) -> list[Any]:
+    """The program file loaded by supervisor itself; only the user lookup is stood in for."""
+    from supervisor import options
+
+    config = project.parent / f"supervisord-{project.parent.name}.conf"
+    program = project / "deploy" / "vm" / "supervisor" / f"{SLUG}.conf"
+    config.write_text(
+        f"[supervisord]\nlogfile={project.parent}/supervisord.log\npidfile={project.parent}/supervisord.pid\n"
+        f"childlogdir={project.parent}\n\n[include]\nfiles = {program}\n"
+    )
+    original = options.name_to_uid
+
+    def name_to_uid(name: str) -> int:
+        # The service user exists only on the VM (install.sh creates it).
+        return 10001 if name == SLUG else int(original(name))
+
+    options.name_to_uid = name_to_uid
+    try:
+        server = options.ServerOptions()
+        server.realize(args=["-c", str(config)])
+    finally:
+        options.name_to_uid = original
+    groups = server.process_group_configs
+    assert [group.name for group in groups] == [SLUG]
+    return list(groups[0].process_configs)
+
+
+def gixy(site: Path, tmp_path: Path) -> list[dict[str, Any]]:
+    """gixy's findings on the site (as included by the wrapper)."""
+    result = run([BIN / "gixy", "-f", "json", nginx.wrapper(site, tmp_path / "nginx")], tmp_path, check=False)
+    findings: list[dict[str, Any]] = json.loads(result.stdout)
+    assert result.returncode == (1 if findings else 0), result.stderr
+    return findings
+
+
+@pytest.mark.parametrize("answers", VM)
+def test_vm_files_pass_their_validators(
+    bakery: Any, venv: Path, answers: dict[str, Any], tmp_path: Path
+) -> None:
+    project = bakery(**answers)
+    vm = project / "deploy" / "vm"
+    root = systemd_root(project, tmp_path)
+
+    # systemd: both tools exit 0 on unknown keys, so any output at all fails.
+    verify = run(["systemd-analyze", "verify", f"--root={root}", *units(project)], tmp_path)
+    assert verify.stdout + verify.stderr == ""
+    for unit in units(project):
+        security = run(
+            ["systemd-analyze", "security", "--offline=true", f"--root={root}", "--threshold=15", unit],
+            tmp_path,
+        )
+        assert security.stderr == ""
+        exposure = re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout)
+        assert exposure and float(exposure.group(1)) <= 1.5, security.stdout
+    service = unit_settings(vm / "systemd" / f"{SLUG}@.service")
+    assert service["Type"] == ["notify"]
+    assert service["Environment"] == ["PORT=%i"]
+
+    # nginx: the site inside a minimal nginx.conf, as sites-enabled would include it.
+    nginx.check(vm / "nginx" / f"{SLUG}.conf", tmp_path / "nginx")
+    assert gixy(vm / "nginx" / f"{SLUG}.conf", tmp_path) == []
+    site = (vm / "nginx" / f"{SLUG}.conf").read_text()
+    assert ("/socket.io/" in site) == answers.get("use_socketio", True)
+    assert ("ip_hash" in site) == (answers.get("use_socketio", True) and answers.get("use_redis", True))
+
+    # One set of ports in nginx, install.sh and supervisor.
+    ports = vm_ports(project)
+    assert ports["nginx"] == ports["install.sh"] == ports["supervisor"], ports
+    assert len(ports["nginx"]) == (2 if "ip_hash" in site else 1)
+
+    shellcheck(vm / "install.sh")
+
+    # gunicorn: its own check, the worker class importable, the bind address.
+    bin_dir = venv / "bin"
+    env = clean_env(PORT="8123")
+    run(
+        [bin_dir / "gunicorn", "--check-config", "--config", "gunicorn.conf.py", "app.main:app"], project, env
+    )
+    probe = (
+        "import importlib, json, runpy; c = runpy.run_path('gunicorn.conf.py'); "
+        "module, _, name = c['worker_class'].rpartition('.'); "
+        "getattr(importlib.import_module(module), name); "
+        "print(json.dumps({'bind': c['bind'], 'workers': c['workers']}))"
+    )
+    config = json.loads(run([bin_dir / "python", "-c", probe], project, env).stdout)
+    assert config["bind"] == ["[::]:8123"]
+    if answers.get("use_socketio", True):
+        assert config["workers"] == 1
+
+    # The project's own linters cover gunicorn.conf.py.
+    lint_env = clean_env(MYPY_CACHE_DIR=str(tmp_path / ".mypy_cache"))
+    run([bin_dir / "ruff", "check", "--no-cache", "gunicorn.conf.py"], project, lint_env)
+    run([bin_dir / "ruff", "format", "--check", "--no-cache", "gunicorn.conf.py"], project, lint_env)
+    run([bin_dir / "mypy", "gunicorn.conf.py"], project, lint_env)
+    run([bin_dir / "deptry", "."], project, lint_env)
+
+
+@pytest.mark.xdist_group(GROUP)
+def test_systemd_checks_fail_on_a_misspelt_setting(bakery: Any, tmp_path: Path) -> None:
+    project = bakery(deploy_target="vm")
+    root = systemd_root(project, tmp_path)
+    unit = root / "etc" / "systemd" / "system" / f"{SLUG}@.service"
+    unit.write_text(unit.read_text().replace("ProtectSystem=strict", "ProtectSytem=strict"))
+
+    verify = run(
+        ["systemd-analyze", "verify", f"--root={root}", f"{SLUG}@8000.service"], tmp_path, check=False
+    )
+
+    assert "ProtectSytem" in verify.stdout + verify.stderr
+
+
+@pytest.mark.xdist_group(GROUP)
+def test_nginx_checks_fail_on_a_broken_site(bakery: Any, tmp_path: Path) -> None:
+    site = bakery(deploy_target="vm") / "deploy" / "vm" / "nginx" / f"{SLUG}.conf"
+    broken = tmp_path / "broken.conf"
+
+    # A location's add_header drops every security header of the server.
+    broken.write_text(
+        site.read_text().replace("    location / {\n", "    location / {\n        add_header X-Extra 1;\n")
+    )
+    assert "add_header_redefinition" in {finding["plugin"] for finding in gixy(broken, tmp_path)}
+    broken.write_text(site.read_text().replace("server_tokens off;", "server_tokens off"))
+    assert nginx.check(broken, tmp_path / "nginx", must_pass=False).returncode != 0
+
+
+@pytest.mark.parametrize(
+    "answers", [param("all-on", deploy_target="vm"), param("all-off", deploy_target="vm", **ALL_OFF)]
+)
+def test_vm_migrates_and_serves_with_the_units_commands(
+    bakery: Any, venv: Path, services: dict[str, str], answers: dict[str, Any], tmp_path: Path
+) -> None:
+    project = bakery(**answers)
+    python = venv / "bin" / "python"
+    postgres = answers.get("use_postgres", True)
+    env = {"ENVIRONMENT": "production", "SECRET_KEY": secret()}
+    if answers.get("use_redis", True):
+        env["REDIS_URL"] = services["REDIS_URL"]
+    # The default project's own helper makes the database: a bare bake has none.
+    scratch = fresh_database(venv, bakery(), services) if postgres else contextlib.nullcontext("")
+    with scratch as database:
+        if database:
+            env["DATABASE_URL"] = database
+            migrate = unit_settings(project / "deploy" / "vm" / "systemd" / f"{SLUG}-migrate.service")
+            assert migrate["Type"] == ["oneshot"]
+            path = dict(item.partition("=")[::2] for item in migrate["Environment"])["PATH"]
+            migrate_env = clean_env(**env, PATH=on_this_machine(path, project, venv))
+            run(shlex.split(on_this_machine(migrate["ExecStart"][0], project, venv)), project, migrate_env)
+            assert_migrated(python, project, migrate_env)
+
+        exec_start = unit_settings(project / "deploy" / "vm" / "systemd" / f"{SLUG}@.service")["ExecStart"][0]
+        supervisor = supervisor_processes(project)
+        # supervisor runs the very command systemd runs, from the same directory.
+        assert {process.command for process in supervisor} == {exec_start}
+        assert {process.directory for process in supervisor} == {f"/opt/{SLUG}/current"}
+        assert "app.main:app" in shlex.split(exec_start)
+        port = free_port()
+        server_env = clean_env(**env, PORT=str(port))
+        with serving(
+            shlex.split(on_this_machine(exec_start, project, venv)),
+            project,
+            server_env,
+            f"http://127.0.0.1:{port}/health",
+            tmp_path / "gunicorn.log",
+        ):
+            # Dual-stack: the same port answers on IPv6.
+            assert httpx.get(f"http://[::1]:{port}/health", timeout=5).status_code == 200
+            ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5)
+            assert ready.status_code == 200, ready.text
+            if postgres:
+                assert ready.json()["checks"]["database"]["status"] == "ok"
+        log = (tmp_path / "gunicorn.log").read_text()
+        assert "uvicorn_worker.UvicornWorker" in log or "Using worker: uvicorn_worker.UvicornWorker" in log
+
+
+# --- install.sh ------------------------------------------------------------------
+
+SANDBOX = """\
+set -euo pipefail
+sandbox=$1
+shift
+mount --bind "$sandbox/opt" /opt
+mount --bind "$sandbox/nginx-logs" /var/log/nginx
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$sandbox/etc,workdir=$sandbox/etc-work" /etc
+mkdir -p /etc/supervisor/conf.d /etc/nginx/sites-available /etc/nginx/sites-enabled
+exec "$@"
+"""
+
+
+STUB = """\
+#!/bin/sh
+printf '%s\\n' "$(basename "$0") $*" >> "$CALLS"
+case "$(basename "$0") $*" in
+"useradd "*)
+    echo "my-service:x:10001:10001::/opt/my-service:/usr/sbin/nologin" >> /etc/passwd
+    echo "my-service:x:10001:" >> /etc/group ;;
+"systemctl start my-service-migrate.service" | "runuser "*)
+    [ ! -e "$FAIL_MIGRATION" ] || exit 1 ;;
+esac
+"""
+
+
+# Stands in for the interpreter the release's virtualenv is made from: the venv's
+# pip installs and the health check are recorded, everything else runs for real.
+FAKE_PYTHON = """\
+#!/bin/sh
+if [ "$1 $2" = "-m venv" ]; then
+    mkdir -p "$3/bin"
+    cp "$0" "$3/bin/python"
+    exit 0
+fi
+case "$1 $2" in
+"-m pip" | "- "*) printf '%s\\n' "python $*" >> "$CALLS"; exit 0 ;;
+esac
+exec {python} "$@"
+"""
+
+
+class Installer:
+    """Runs deploy/vm/install.sh as root in a mount namespace: /opt, /etc (an overlay)
+    and nginx's logs are scratch copies; systemctl, supervisorctl, useradd and runuser
+    are recorded stand-ins; nginx -t is the real one, on the installed site."""
+
+    def __init__(self, project: Path, venv: Path, tmp_path: Path) -> None:
+        self.project, self.root = project, tmp_path / "sandbox"
+        for name in ("opt", "etc", "etc-work", "nginx-logs", "bin"):
+            (self.root / name).mkdir(parents=True)
+        for name in ("systemctl", "supervisorctl", "useradd", "runuser"):
+            (self.root / "bin" / name).write_text(STUB)
+            (self.root / "bin" / name).chmod(0o755)
+        self.python = self.root / "bin" / "fake-python"
+        self.python.write_text(FAKE_PYTHON.format(python=venv / "bin" / "python"))
+        self.python.chmod(0o755)
+        self.calls_file = self.root / "calls.log"
+        self.fail_flag = self.root / "fail-migration"
+
+    def __call__(self, *args: str, expect: int = 0, **env: str) -> subprocess.CompletedProcess[str]:
+        self.calls_file.write_text("")
+        time.sleep(1.1)  # release directories are named by the second
+        result = run(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                SANDBOX,
+                "sandbox",
+                self.root,
+                self.project / "deploy" / "vm" / "install.sh",
+                *args,
+            ],
+            self.project,
+            clean_env(
+                PATH=f"{self.root / 'bin'}{os.pathsep}{os.environ['PATH']}",
+                PYTHON=str(self.python),
+                CALLS=str(self.calls_file),
+                FAIL_MIGRATION=str(self.fail_flag),
+                **env,
+            ),
+            check=False,
+        )
+        assert result.returncode == expect, f"{result.stdout}\n{result.stderr}"
+        return result
+
+    @property
+    def calls(self) -> list[str]:
+        return self.calls_file.read_text().splitlines()
+
+    @property
+    def releases(self) -> list[str]:
+        return sorted(path.name for path in (self.root / "opt" / SLUG / "releases").iterdir())
+
+    @property
+    def current(self) -> str:
+        return os.readlink(self.root / "opt" / SLUG / "current").rpartition("/")[2]
+
+
+@pytest.mark.xdist_group(GROUP)
+def test_vm_install_script_installs_updates_and_rolls_back(bakery: Any, venv: Path, tmp_path: Path) -> None:
+    project = bakery(deploy_target="vm")
+    install = Installer(project, venv, tmp_path)
+    etc = install.root / "etc"
+    restarts = [f"systemctl restart {SLUG}@8000.service", f"systemctl restart {SLUG}@8001.service"]
+
+    # First run: the user and the settings file, then a stop to fill it in.
+    first = install(expect=1)
+    assert f"review /etc/{SLUG}/{SLUG}.env" in first.stdout
+    settings = (etc / SLUG / f"{SLUG}.env").read_text()
+    assert "ENVIRONMENT=production" in settings
+    assert len(re.search(r"^SECRET_KEY=(\S+)$", settings, re.MULTILINE).group(1)) >= 32  # type: ignore[union-attr]
+    assert "DATABASE_URL=postgresql://" in settings
+    assert oct((etc / SLUG / f"{SLUG}.env").stat().st_mode & 0o777) == "0o640"
+    assert [call for call in install.calls if call.startswith("useradd")] != []
+
+    # Second run: a release, migrated before the servers restart one by one.
+    install()
+    assert install.releases == [install.current]
+    release = install.root / "opt" / SLUG / "releases" / install.current
+    assert os.readlink(release / ".env") == f"/etc/{SLUG}/{SLUG}.env"
+    assert (release / "app" / "main.py").exists() and not (release / ".git").exists()
+    calls = install.calls
+    assert not [call for call in calls if call.startswith("useradd")]
+    migrate = calls.index(f"systemctl start {SLUG}-migrate.service")
+    assert calls.index("systemctl daemon-reload") < migrate < calls.index(restarts[0])
+    assert calls.index(restarts[0]) < calls.index("python - 8000") < calls.index(restarts[1])
+    assert calls[-1] == "systemctl reload nginx"
+    assert (etc / "systemd" / "system" / f"{SLUG}@.service").exists()
+    site = etc / "nginx" / "sites-available" / f"{SLUG}.conf"
+    assert (
+        os.readlink(etc / "nginx" / "sites-enabled" / f"{SLUG}.conf")
+        == f"/etc/nginx/sites-available/{SLUG}.conf"
+    )
+
+    # An update keeps the settings and a site certbot has edited.
+    site.write_text(site.read_text() + "# managed by Certbot\n")
+    update = install()
+    assert (etc / SLUG / f"{SLUG}.env").read_text() == settings
+    assert site.read_text().endswith("# managed by Certbot\n")
+    assert "differs" in update.stdout
+    assert len(install.releases) == 2 and install.current == install.releases[-1]
+
+    # A failed migration leaves the previous release current and the servers alone.
+    serving_release = install.current
+    install.fail_flag.write_text("")
+    failed = install(expect=1)
+    assert "migrations failed" in failed.stderr
+    assert install.current == serving_release
+    assert not [call for call in install.calls if "restart" in call]
+    install.fail_flag.unlink()
+
+    # Rollback: the release before the current one, servers restarted.
+    install("--rollback")
+    assert install.current == install.releases[-3]
+    assert [call for call in install.calls if "restart" in call] == restarts
+
+    # Old releases are pruned, never the current one.
+    install(KEEP_RELEASES="2")
+    assert len(install.releases) == 2 and install.current == install.releases[-1]
+
+
+@pytest.mark.xdist_group(GROUP)
+def test_vm_install_script_with_supervisor(bakery: Any, venv: Path, tmp_path: Path) -> None:
+    project = bakery(deploy_target="vm")
+    install = Installer(project, venv, tmp_path)
+    install("--supervisor", expect=1)
+
+    install("--supervisor")
+
+    program = install.root / "etc" / "supervisor" / "conf.d" / f"{SLUG}.conf"
+    assert program.read_text() == (project / "deploy" / "vm" / "supervisor" / f"{SLUG}.conf").read_text()
+    calls = install.calls
+    migrate = next(i for i, call in enumerate(calls) if call.startswith(f"runuser -u {SLUG} -- env PATH="))
+    assert calls[migrate].endswith(" scripts/migrate")
+    assert migrate < calls.index(f"supervisorctl restart {SLUG}:*") < calls.index("python - 8000")
+    assert not [call for call in calls if call.startswith("systemctl") and "nginx" not in call]
