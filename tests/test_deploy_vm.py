@@ -84,7 +84,7 @@ def vm_ports(project: Path) -> dict[str, list[int]]:
     ports = re.search(r"^PORTS=\(([\d ]+)\)$", install, re.MULTILINE)
     assert ports
     return {
-        "nginx": [int(port) for port in re.findall(r"server 127\.0\.0\.1:(\d+);", site)],
+        "nginx": [int(port) for port in re.findall(r"server 127\.0\.0\.1:(\d+)\b", site)],
         "install.sh": [int(port) for port in ports.group(1).split()],
         "supervisor": [int(process.environment["PORT"]) for process in supervisor],
     }

@@ -45,7 +45,7 @@ def on_loopback(site_text: str, port: int, upstreams: dict[int, int]) -> str:
     text = re.sub(r"listen \[::\]:80;\n\s*", "", site_text)
     text = text.replace("listen 80;", f"listen 127.0.0.1:{port};")
     for old, new in upstreams.items():
-        text = text.replace(f"server 127.0.0.1:{old};", f"server 127.0.0.1:{new};")
+        text = re.sub(rf"server 127\.0\.0\.1:{old}\b", f"server 127.0.0.1:{new}", text)
     return text
 
 
@@ -70,3 +70,4 @@ def serving(site: Path, prefix: Path, port: int, timeout: float = 10) -> Iterato
     finally:
         process.terminate()
         process.wait(timeout=20)
+

@@ -23,8 +23,7 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 # Errors that mean "the database cannot be reached", answered 503 rather than 500.
-# Any other DBAPIError counts only when SQLAlchemy saw the connection drop under it
-# (for example reset in the middle of a query); see `database_unavailable`.
+# Any other DBAPIError counts only when it is about the connection; see `lost_connection`.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     exc.OperationalError,
     exc.InterfaceError,
@@ -33,6 +32,9 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
+# Driver errors that mean the request or the schema is wrong, wherever they are raised.
+BUG_ERRORS = (exc.IntegrityError, exc.DataError, exc.ProgrammingError, exc.NotSupportedError)
 
 # Named constraints, so migrations can alter and drop them on every database.
 NAMING_CONVENTION = {
@@ -166,11 +168,16 @@ async def database_unavailable(_request: Request, error: Exception) -> JSONRespo
     A database error that is not about the connection (a constraint, bad data) is
     a bug: it is raised again, and answered 500 and logged with its traceback.
     """
-    if (
-        isinstance(error, exc.DBAPIError)
-        and not isinstance(error, exc.OperationalError | exc.InterfaceError)
-        and not error.connection_invalidated
-    ):
+    if isinstance(error, exc.DBAPIError) and not lost_connection(error):
         raise error
     logger.warning("Database unavailable: %s", type(error).__name__)
     return JSONResponse({"detail": "Database unavailable"}, status_code=503)
+
+
+def lost_connection(error: exc.DBAPIError) -> bool:
+    """Whether the driver's error is about reaching the database rather than the query."""
+    if isinstance(error, exc.OperationalError | exc.InterfaceError) or error.connection_invalidated:
+        return True
+    # No statement: it failed while connecting (a server going away mid-handshake
+    # surfaces as a plain DBAPIError), unless the data broke a rule at COMMIT.
+    return error.statement is None and not isinstance(error, BUG_ERRORS)

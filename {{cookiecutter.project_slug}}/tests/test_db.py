@@ -25,25 +25,28 @@ async def test_a_connection_dropped_mid_query_is_503_other_database_errors_500(
     settings: Settings,
 ) -> None:
     app = create_app(settings)
-    dropped = exc.DBAPIError("SELECT 1", {}, OSError("reset"), connection_invalidated=True)
-    broken = exc.DBAPIError("SELECT 1", {}, ValueError("bad data"))
+    errors = {
+        "dropped": exc.DBAPIError("SELECT 1", {}, OSError("reset"), connection_invalidated=True),
+        # What SQLAlchemy raises when the server goes away while a connection is made.
+        "connecting": exc.DBAPIError(None, None, ConnectionResetError("reset")),
+        "broken": exc.DBAPIError("SELECT 1", {}, ValueError("bad data")),
+        # A deferred constraint fails at COMMIT, where no statement is named either.
+        "at-commit": exc.IntegrityError(None, None, ValueError("duplicate key")),
+    }
 
-    @app.get("/dropped")
-    async def drop() -> None:
-        raise dropped
-
-    @app.get("/broken")
-    async def break_() -> None:
-        raise broken
+    @app.get("/raise/{name}")
+    async def raise_(name: str) -> None:
+        raise errors[name]
 
     async with client_on(app) as client:
-        unavailable = await client.get("/dropped")
-        failed = await client.get("/broken")
+        answers = {name: await client.get(f"/raise/{name}") for name in errors}
 
-    assert unavailable.status_code == 503
-    assert unavailable.json() == {"detail": "Database unavailable"}
-    assert failed.status_code == 500
-    assert failed.json() == {"detail": "Internal server error"}
+    for name in ("dropped", "connecting"):
+        assert answers[name].status_code == 503, name
+        assert answers[name].json() == {"detail": "Database unavailable"}
+    for name in ("broken", "at-commit"):
+        assert answers[name].status_code == 500, name
+        assert answers[name].json() == {"detail": "Internal server error"}
 
 
 async def test_work_after_commit_runs_only_once_the_write_is_stored(settings: Settings) -> None:

@@ -18,7 +18,13 @@ import socketio
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+{% if cookiecutter.use_redis %}
+from app.realtime.broadcast import open_broadcaster
+{% endif %}
 from app.security import issue_token
+{% if cookiecutter.use_redis %}
+from app.settings import Settings
+{% endif %}
 from tests.live import PROJECT_ROOT, free_port, live_server, wait_for
 
 # Every test here talks to a real uvicorn process.
@@ -319,4 +325,24 @@ async def test_a_broadcast_on_one_instance_reaches_listeners_of_another(tmp_path
             assert response.status_code == 202
             heard = json.loads(await asyncio.wait_for(listener.recv(), 5))
             assert heard == {"event": "message", "data": {"via": "b"}}
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="REDIS_URL is not set")
+async def test_the_broadcast_subscriber_stops_at_once_whenever_the_app_stops() -> None:
+    settings = Settings(
+        _env_file=None,
+        environment="test",
+        redis_url=os.environ["REDIS_URL"],
+        cache_key_prefix=f"test-{uuid.uuid4().hex[:12]}:",
+    )
+    # Stop after 0, 1, 2 ... turns of the event loop: every point of connecting and subscribing.
+    for turns in range(40):
+        broadcasting = open_broadcaster(settings)
+        await broadcasting.__aenter__()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(broadcasting.__aexit__(None, None, None))
+        # Waited on, not cancelled: a cancellation could be swallowed the same way.
+        stopped, _ = await asyncio.wait({stopping}, timeout=2)
+        assert stopped, f"the subscriber went on after a stop {turns} turns in"
 {% endif %}

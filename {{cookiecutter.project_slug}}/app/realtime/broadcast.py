@@ -19,7 +19,7 @@ import json
 import logging
 {% if cookiecutter.use_redis %}
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 {% endif %}
 from typing import Any
 
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 # Seconds before the subscriber tries Redis again after losing it.
 RESUBSCRIBE_SECONDS = 1.0
+# Seconds to wait for the subscriber to stop before cancelling it again.
+CANCEL_AGAIN_SECONDS = 0.05
 {% endif %}
 
 
@@ -112,8 +114,19 @@ async def open_broadcaster(settings: Settings) -> AsyncIterator[Broadcaster]:
     try:
         yield broadcaster
     finally:
-        listener.cancel()
-        with suppress(asyncio.CancelledError):
-            await listener
+        await cancel_until_done(listener)
         await redis.aclose()
+
+
+async def cancel_until_done(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it to end, cancelling again while it goes on.
+
+    redis-py's `subscribe` can swallow a cancellation that lands while it runs
+    (seen on Python 3.11); the subscriber would then wait for messages forever.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_AGAIN_SECONDS)
+    if not task.cancelled():
+        task.exception()
 {% endif %}
