@@ -119,8 +119,7 @@ def nginx(client: str, sent: Headers) -> Delivery:
     `$remote_addr`, and X-Real-IP is `$remote_addr`
     (https://nginx.org/en/docs/http/ngx_http_proxy_module.html#var_proxy_add_x_forwarded_for)."""
     headers = without(sent, "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto")
-    # gunicorn listens on [::], so nginx's 127.0.0.1 arrives IPv4-mapped.
-    return "::ffff:127.0.0.1", [
+    return "127.0.0.1", [
         *headers,
         ("X-Real-IP", client),
         ("X-Forwarded-For", appended(sent, client)),
@@ -354,10 +353,8 @@ def test_on_a_vm_gunicorn_leaves_the_forwarding_headers_to_the_app(
 ) -> None:
     """The unit's gunicorn, for real, behind a load balancer and nginx (FORWARDED_HOPS=2).
 
-    gunicorn listens on [::], so nginx's connections from 127.0.0.1 arrive as
-    ::ffff:127.0.0.1, which a plain address list does not match: every client would
-    then share nginx's budget. And uvicorn's worker has a proxy-headers pass of its
-    own, run before the app's, which gunicorn.conf.py turns off.
+    uvicorn's worker has a proxy-headers pass of its own, run before the app's, which
+    gunicorn.conf.py turns off: otherwise it would take the leftmost, forgeable entry.
     """
     project = bakery(deploy_target="vm")
     unit = unit_settings(project / "deploy" / "vm" / "systemd" / f"{SLUG}@.service")

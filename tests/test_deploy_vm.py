@@ -254,8 +254,9 @@ def test_vm_migrates_and_serves_with_the_units_commands(
             f"http://127.0.0.1:{port}/health",
             tmp_path / "gunicorn.log",
         ):
-            # Dual-stack: the same port answers on IPv6.
-            assert httpx.get(f"http://[::1]:{port}/health", timeout=5).status_code == 200
+            # Loopback IPv4 only (nginx's upstream): not even ::1 reaches it.
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://[::1]:{port}/health", timeout=5)
             ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5)
             assert ready.status_code == 200, ready.text
             if postgres:
@@ -385,6 +386,14 @@ def test_vm_install_script_installs_updates_and_rolls_back(bakery: Any, venv: Pa
     assert oct((etc / SLUG / f"{SLUG}.env").stat().st_mode & 0o777) == "0o640"
     assert [call for call in install.calls if call.startswith("useradd")] != []
 
+    # A first install whose migration fails leaves nothing half-made and says so.
+    install.fail_flag.write_text("")
+    failed_first = install(expect=1)
+    assert "nothing is serving yet" in failed_first.stderr
+    assert install.releases == [] and not os.path.lexists(install.root / "opt" / SLUG / "current")
+    assert not [call for call in install.calls if "restart" in call]
+    install.fail_flag.unlink()
+
     # Second run: a release, migrated before the servers restart one by one.
     install()
     assert install.releases == [install.current]
@@ -416,14 +425,14 @@ def test_vm_install_script_installs_updates_and_rolls_back(bakery: Any, venv: Pa
     serving_release = install.current
     install.fail_flag.write_text("")
     failed = install(expect=1)
-    assert "migrations failed" in failed.stderr
-    assert install.current == serving_release
+    assert f"still serving {serving_release}" in failed.stderr
+    assert install.current == serving_release and len(install.releases) == 2
     assert not [call for call in install.calls if "restart" in call]
     install.fail_flag.unlink()
 
     # Rollback: the release before the current one, servers restarted.
     install("--rollback")
-    assert install.current == install.releases[-3]
+    assert install.current == install.releases[-2]
     assert [call for call in install.calls if "restart" in call] == restarts
 
     # Old releases are pruned, never the current one.

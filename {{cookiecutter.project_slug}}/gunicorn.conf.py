@@ -6,9 +6,8 @@ processes); the service reads everything else itself (app/settings.py).
 
 import os
 
-# [::] accepts IPv4 and IPv6 alike. nginx is the way in: keep this port closed in
-# the firewall.
-bind = [f"[::]:{os.environ.get('PORT', '8000')}"]
+# Loopback only: nginx on this machine is the one way in, whatever the firewall says.
+bind = [f"127.0.0.1:{os.environ.get('PORT', '8000')}"]
 {% if cookiecutter.use_socketio %}
 # One worker: Socket.IO long-polling needs every request of a session in the same
 # process. Serve more clients with more processes behind nginx (see the README).

@@ -196,7 +196,8 @@ tar -C "$source_dir" --exclude=./.git --exclude=./.venv --exclude=./.env --exclu
 ln -sfn "$ENV_FILE" "$dest/.env"
 chown -R root:root "$dest"
 
-previous=$(readlink -f "$PREFIX/current" || true)
+# Empty on a first install: -e prints nothing for a link that does not exist yet.
+previous=$(readlink -e "$PREFIX/current" || true)
 switch_to "$dest"
 
 if [[ $manager == supervisor ]]; then
@@ -220,8 +221,15 @@ else
     systemctl start "$APP-migrate.service" || migrated=false
 fi
 if [[ ${migrated:-true} == false ]]; then
-    [[ -z $previous ]] || switch_to "$previous"
-    fail "migrations failed; still serving $(basename "${previous:-none}"). Logs: journalctl -u $APP-migrate"
+    # The failed release goes; the next run starts from the state before this one.
+    rm -rf "$dest"
+    logs="Logs: journalctl -u $APP-migrate"
+    if [[ -z $previous ]]; then
+        rm -f "$PREFIX/current"
+        fail "migrations failed on the first install: nothing is serving yet. Fix the cause and run this again. $logs"
+    fi
+    switch_to "$previous"
+    fail "migrations failed; still serving $(basename "$previous"). $logs"
 fi
 {% endif %}
 
