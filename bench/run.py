@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -404,7 +405,9 @@ def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
     On a shared machine the speed of a CPU drifts by tens of percent within
     seconds; a ratio taken within a round sees both sides at about the same speed.
     """
-    return statistics.median(x["rps"] / y["rps"] for x, y in zip(a["rounds"], b["rounds"], strict=True))
+    # A round where b answered nothing (a --quick run on a busy machine) has no ratio.
+    ratios = [x["rps"] / y["rps"] for x, y in zip(a["rounds"], b["rounds"], strict=True) if y["rps"]]
+    return statistics.median(ratios) if ratios else math.nan
 
 
 def measure_http(

@@ -175,7 +175,7 @@ def test_vm_files_pass_their_validators(
         "print(json.dumps({'bind': c['bind'], 'workers': c['workers']}))"
     )
     config = json.loads(run([bin_dir / "python", "-c", probe], project, env).stdout)
-    assert config["bind"] == ["[::]:8123"]
+    assert config["bind"] == ["127.0.0.1:8123"]
     if answers.get("use_socketio", True):
         assert config["workers"] == 1
 
