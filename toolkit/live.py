@@ -172,7 +172,16 @@ class RedisServer:
 
 def gunicorn(python: Path, port: int) -> list[str | Path]:
     """The VM target's start command: gunicorn.conf.py, on `port` of the loopback address."""
-    return [python, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "app.main:app"]
+    return [
+        python,
+        "-m",
+        "gunicorn",
+        "--config",
+        "gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "app.main:app",
+    ]
 
 
 def listener(python: Path, base: str, room: str, transport: str = "websocket") -> EventProcess:

@@ -70,4 +70,3 @@ def serving(site: Path, prefix: Path, port: int, timeout: float = 10) -> Iterato
     finally:
         process.terminate()
         process.wait(timeout=20)
-
