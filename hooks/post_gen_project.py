@@ -53,6 +53,11 @@ FEATURE_PATHS: dict[str, list[str]] = {
         "app/sentry.py",
         "tests/test_sentry.py",
     ],
+    "use_metrics": [
+        "app/metrics",
+        "tests/test_metrics.py",
+        "deploy/helm/{{cookiecutter.project_slug}}/templates/servicemonitor.yaml",
+    ],
 }
 
 # Deploy target -> paths that exist only for that target.
