@@ -55,6 +55,8 @@ FEATURE_PATHS: dict[str, list[str]] = {
     ],
     "use_metrics": [
         "app/metrics",
+        # The gunicorn test finds a free port and waits for the server with it.
+        "tests/live.py",
         "tests/test_metrics.py",
         "deploy/helm/{{cookiecutter.project_slug}}/templates/servicemonitor.yaml",
     ],
