@@ -131,6 +131,17 @@ async def test_each_route_template_is_counted_and_no_raw_path_becomes_a_label(
     assert "\nhttp_requests_in_flight 0.0\n" in after
 
 
+async def test_unknown_methods_share_one_label(client: httpx.AsyncClient) -> None:
+    before = await scrape(client)
+    for method in ("BREW", "WHEN"):
+        await client.request(method, "/")
+    after = await scrape(client)
+
+    counted = counted_since(before, after)
+    assert {method for method, _route, _status in counted} == {"OTHER"}
+    assert sum(counted.values()) == 2
+
+
 async def test_every_route_of_the_app_has_its_template_as_the_route_label(
     settings: Settings,
 ) -> None:

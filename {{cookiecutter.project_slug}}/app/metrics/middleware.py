@@ -20,7 +20,7 @@ from app.settings import Settings
 
 # The route label of a request no route matched (a 404): one series, not one per path.
 UNMATCHED = "<unmatched>"
-# A client can send any method name; anything else is counted as OTHER.
+# A client can send any method name: those outside this set are all counted as OTHER.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 Children = tuple[Counter, Histogram]
