@@ -53,6 +53,13 @@ FEATURE_PATHS: dict[str, list[str]] = {
         "app/sentry.py",
         "tests/test_sentry.py",
     ],
+    "use_metrics": [
+        "app/metrics",
+        # The gunicorn test finds a free port and waits for the server with it.
+        "tests/live.py",
+        "tests/test_metrics.py",
+        "deploy/helm/{{cookiecutter.project_slug}}/templates/servicemonitor.yaml",
+    ],
 }
 
 # Deploy target -> paths that exist only for that target.

@@ -267,6 +267,35 @@ def test_helm_chart_options_render_valid_manifests(bakery: Any, tmp_path: Path) 
 
 
 @pytest.mark.xdist_group(GROUP)
+def test_the_service_monitor_is_off_by_default_and_scrapes_with_the_secrets_token(
+    bakery: Any, tmp_path: Path
+) -> None:
+    project = bakery(deploy_target="kubernetes")
+    values = chart_values(**secret_values({}), METRICS_TOKEN="a-scraper-token-of-some-length")
+
+    assert "ServiceMonitor" not in by_kind(render_chart(project, values))
+    enabled = values | {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}}
+    kinds = by_kind(render_chart(project, enabled, tmp_path / "manifests"))
+    yamllint(*sorted((tmp_path / "manifests").glob("*.yaml")))
+
+    monitor = kinds["ServiceMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    service = kinds["Service"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": kinds["Secret"]["metadata"]["name"], "key": "METRICS_TOKEN"},
+    }
+    assert "METRICS_TOKEN" in kinds["Secret"]["data"]
+    # Without a token the Secret leaves the key out, and /metrics answers 404.
+    without_token = by_kind(render_chart(project, chart_values(**secret_values({}))))
+    assert "METRICS_TOKEN" not in without_token["Secret"]["data"]
+
+
+@pytest.mark.xdist_group(GROUP)
 def test_validators_reject_what_they_should(bakery: Any, tmp_path: Path) -> None:
     """The validators the tests above rely on do fail on broken input."""
     project = bakery(deploy_target="kubernetes")

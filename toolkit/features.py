@@ -42,6 +42,7 @@ FEATURE_WORDS: dict[str, list[str]] = {
     "use_socketio": ["socketio", "socket.io", "app.realtime", "realtime/", "/realtime"],
     "use_rate_limit": ["slowapi", "rate_limit", "ratelimit", "rate limit", "rate-limit"],
     "use_sentry": ["sentry"],
+    "use_metrics": ["prometheus", "metrics_token", "/metrics", "app.metrics"],
 }
 # Cloud Run's, Kubernetes' and the VM's deploy files and docs mention WebSockets only for
 # Socket.IO; the app, Caddy and Fly's files mention them for any ASGI WebSocket.

@@ -5,6 +5,12 @@ processes); the service reads everything else itself (app/settings.py).
 """
 
 import os
+{% if cookiecutter.use_metrics %}
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+{% endif %}
 
 # Loopback only: nginx on this machine is the one way in, whatever the firewall says.
 bind = [f"127.0.0.1:{os.environ.get('PORT', '8000')}"]
@@ -32,3 +38,36 @@ keepalive = 75
 # them, go to stdout in its own format (app/log.py).
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+{% if cookiecutter.use_metrics %}
+
+
+# Prometheus: each worker writes its metrics to files in PROMETHEUS_MULTIPROC_DIR and
+# /metrics adds up every worker's, so any worker answers for the whole process group.
+# The directory made here when none was given, removed on the way out.
+made_directories: list[str] = []
+
+
+def on_starting(_server: Any) -> None:
+    """Before the first worker starts: a fresh, empty directory (stale files from a
+    previous run would be added to this one's figures)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink()
+    else:
+        directory = tempfile.mkdtemp(prefix=f"{proc_name}-metrics-")
+        made_directories.append(directory)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def child_exit(_server: Any, worker: Any) -> None:
+    """A worker is gone: drop its live gauges (its counters still count)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(_server: Any) -> None:
+    for directory in made_directories:
+        shutil.rmtree(directory, ignore_errors=True)
+{% endif %}

@@ -13,6 +13,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+{% if cookiecutter.use_metrics %}
+from app.metrics.collectors import CACHE_HITS, CACHE_MISSES
+{% endif %}
 from app.redis_client import RedisBreaker
 
 LOCAL_MAX_ENTRIES = 10_000
@@ -36,7 +39,15 @@ class Cache:
             raw = self._local_get(key)
         else:
             raw = await self._call(lambda redis: redis.get(key))
+{% if cookiecutter.use_metrics %}
+        if raw is None:
+            CACHE_MISSES.inc()
+            return None
+        CACHE_HITS.inc()
+        return json.loads(raw)
+{% else %}
         return None if raw is None else json.loads(raw)
+{% endif %}
 
     async def set(self, key: str, value: Any, ttl: int | None = None) -> None:
         key = self.prefix + key

@@ -17,7 +17,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+{% if cookiecutter.use_metrics %}
+from sqlalchemy.pool import QueuePool
+{% endif %}
 
+{% if cookiecutter.use_metrics %}
+from app.metrics.collectors import DB_CHECKED_OUT, DB_OVERFLOW
+{% endif %}
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -140,6 +146,32 @@ async def open_database(settings: Settings, metadata: MetaData) -> AsyncIterator
     finally:
         await engine.dispose()
         await probe_engine.dispose()
+{% if cookiecutter.use_metrics %}
+
+
+def watch_pool(engine: AsyncEngine) -> None:
+    """Keep the pool's metrics current from its own events, as connections leave and return.
+
+    Call it before the first connection is checked out: a checkin it never saw
+    leave would count below zero.
+    """
+    pool = engine.sync_engine.pool
+    # SQLite's pools have no overflow.
+    sized = pool if isinstance(pool, QueuePool) else None
+
+    def checked_out(*_args: Any) -> None:
+        DB_CHECKED_OUT.inc()
+        if sized is not None:
+            DB_OVERFLOW.set(max(sized.overflow(), 0))
+
+    def checked_in(*_args: Any) -> None:
+        DB_CHECKED_OUT.dec()
+        if sized is not None:
+            DB_OVERFLOW.set(max(sized.overflow(), 0))
+
+    event.listen(pool, "checkout", checked_out)
+    event.listen(pool, "checkin", checked_in)
+{% endif %}
 
 
 AfterCommit = Callable[[], Awaitable[None]]

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from app.cache import Cache
 {% endif %}
 {% if cookiecutter.use_postgres %}
-from app.db import open_database
+from app.db import {{ "open_database, watch_pool" if cookiecutter.use_metrics else "open_database" }}
 from app.models import Base
 {% endif %}
 {% if cookiecutter.use_rate_limit %}
@@ -53,6 +53,9 @@ def lifespan(settings: Settings) -> Lifespan:
         async with AsyncExitStack() as stack:
 {% if cookiecutter.use_postgres %}
             database = await stack.enter_async_context(open_database(settings, Base.metadata))
+{% if cookiecutter.use_metrics %}
+            watch_pool(database.engine)
+{% endif %}
 {% endif %}
 {% if cookiecutter.use_redis %}
             redis = await stack.enter_async_context(open_redis(settings))

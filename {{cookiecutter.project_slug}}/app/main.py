@@ -10,6 +10,9 @@ from app.db import UNAVAILABLE_ERRORS, database_unavailable
 from app.errors import request_validation_failed
 from app.lifespan import lifespan
 from app.log import configure_logging
+{% if cookiecutter.use_metrics %}
+from app.metrics.middleware import MetricsMiddleware
+{% endif %}
 from app.middleware import EdgeMiddleware
 from app.paths import DOCS_PATH
 from app.proxy import ForwardedMiddleware
@@ -64,6 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.add_middleware(RateLimitMiddleware, settings=settings)
 {% endif %}
     api.add_middleware(EdgeMiddleware, settings=settings)
+{% if cookiecutter.use_metrics %}
+    # Outside the edge checks, so their refusals and the 500s it answers are counted,
+    # and a scraper reaching an instance by its address is not refused for its Host.
+    api.add_middleware(MetricsMiddleware, settings=settings)
+{% endif %}
 {% if cookiecutter.use_socketio %}
     api.add_middleware(SocketIOMiddleware, sio=sio)
 {% endif %}

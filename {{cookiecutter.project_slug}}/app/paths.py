@@ -9,3 +9,7 @@ DOCS_PATH = "/docs"
 {% if cookiecutter.use_socketio %}
 SOCKETIO_PATH = "/socket.io"
 {% endif %}
+{% if cookiecutter.use_metrics %}
+# Answered by app/metrics/middleware.py, only with METRICS_TOKEN.
+METRICS_PATH = "/metrics"
+{% endif %}

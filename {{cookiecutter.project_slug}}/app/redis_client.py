@@ -15,6 +15,9 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+{% if cookiecutter.use_metrics %}
+from app.metrics.collectors import REDIS_ERRORS
+{% endif %}
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,9 @@ class RedisBreaker:
         return self.clock() >= self.retry_at
 
     def failed(self, error: Exception) -> None:
+{% if cookiecutter.use_metrics %}
+        REDIS_ERRORS.inc()
+{% endif %}
         if not self.failing:
             logger.warning("Redis unavailable (%s): using fallbacks", type(error).__name__)
         self.failing = True

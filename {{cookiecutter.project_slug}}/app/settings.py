@@ -148,6 +148,12 @@ class Settings(BaseSettings):
         default_factory=lambda: ["POST", "PUT", "PATCH", "DELETE"]
     )
 {% endif %}
+{% if cookiecutter.use_metrics %}
+
+    # Prometheus metrics at /metrics, for scrapers sending `Authorization: Bearer
+    # <METRICS_TOKEN>`; unset means /metrics answers 404.
+    metrics_token: SecretStr | None = None
+{% endif %}
 {% if cookiecutter.use_sentry %}
 
     # Sentry: off unless a DSN is set.
@@ -213,9 +219,10 @@ class Settings(BaseSettings):
         except ArgumentError:
             raise ValueError("DATABASE_URL is not a database URL") from None
 {% endif %}
-{% if cookiecutter.use_redis or cookiecutter.use_sentry %}
+{% set unset_when_empty = (['"redis_url"'] if cookiecutter.use_redis else []) + (['"metrics_token"'] if cookiecutter.use_metrics else []) + (['"sentry_dsn"'] if cookiecutter.use_sentry else []) %}
+{% if unset_when_empty %}
 
-    @field_validator({{ '"redis_url"' if cookiecutter.use_redis else "" }}{{ ", " if cookiecutter.use_redis and cookiecutter.use_sentry else "" }}{{ '"sentry_dsn"' if cookiecutter.use_sentry else "" }}, mode="before")
+    @field_validator({{ unset_when_empty | join(", ") }}, mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return value or None
@@ -230,6 +237,15 @@ class Settings(BaseSettings):
                 "SENTRY_DSN must be a project's DSN as Sentry shows it "
                 "(https://<public key>@<host>/<project number>), or unset"
             )
+        return value
+
+{% endif %}
+{% if cookiecutter.use_metrics %}
+    @field_validator("metrics_token", mode="after")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("METRICS_TOKEN must be at least 16 characters, or unset")
         return value
 
 {% endif %}

@@ -11,6 +11,9 @@ from slowapi.wrappers import Limit, LimitGroup
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+{% if cookiecutter.use_metrics %}
+from app.metrics.collectors import RATE_LIMITED
+{% endif %}
 from app.paths import PROBE_PATHS
 from app.ratelimit import slowapi_routes
 from app.ratelimit.budgets import Budgets
@@ -61,21 +64,27 @@ class RateLimitMiddleware:
         if not self.enabled or scope["path"] in PROBE_PATHS:
             await self.app(scope, receive, send)
             return
-        endpoint = self.find_endpoint(scope)
-        if endpoint is None:  # No limit applies, or no route (the app answers 404 or 405).
+        route = self.find_route(scope)
+        if route is None or route.endpoint is None:
+            # No limit applies, or no route (the app answers 404 or 405).
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive, send)
         budgets: Budgets = scope["state"][STATE_KEY].rate_limits
-        for limit in self.limits_for(endpoint, request):
+        for limit in self.limits_for(route.endpoint, request):
             refusal = await self.check(limit, request, budgets)
             if refusal is not None:
+{% if cookiecutter.use_metrics %}
+                RATE_LIMITED.inc()
+                # The router never sees a refused request: name its route as it would.
+                scope["route"] = route.original_route
+{% endif %}
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    def find_endpoint(self, scope: Scope) -> Callable[..., Any] | None:
-        """The route's endpoint, among the routes whose limits this request can meet."""
+    def find_route(self, scope: Scope) -> RouteContext | None:
+        """The request's route, among the routes whose limits this request can meet."""
         if self.routes is None:
             self.routes = list(iter_route_contexts(scope["app"].routes))
             self.own_limited = [
@@ -87,7 +96,7 @@ class RateLimitMiddleware:
         for route in candidates:
             match, _ = route.matches(scope)
             if match is Match.FULL:
-                return route.endpoint
+                return route
         return None
 
     def declared_for(self, endpoint: Callable[..., Any]) -> slowapi_routes.DeclaredLimits:

@@ -10,6 +10,9 @@ from typing import Annotated, Any
 import socketio
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
+{% if cookiecutter.use_metrics %}
+from app.metrics.collectors import SOCKETIO_CLIENTS
+{% endif %}
 from app.security import verify_token
 from app.settings import Settings
 
@@ -40,8 +43,18 @@ class ChatEvents(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_connect(self, sid: str, _environ: dict[str, Any], auth: object = None) -> None:
         """With SOCKETIO_AUTH_REQUIRED, a client connects with `auth={"token": ...}`."""
-        if not self.auth_required:
-            return
+        if self.auth_required:
+            await self.authenticate(sid, auth)
+{% if cookiecutter.use_metrics %}
+        SOCKETIO_CLIENTS.inc()
+
+    async def on_disconnect(self, _sid: str, _reason: str) -> None:
+        # Only a client whose connect handler succeeded is ever disconnected.
+        SOCKETIO_CLIENTS.dec()
+{% endif %}
+
+    async def authenticate(self, sid: str, auth: object) -> None:
+        """Refuse the connection unless `auth` carries a valid token."""
         token = auth.get("token") if isinstance(auth, dict) else None
         subject = verify_token(token, self.secret)
         if subject is None:

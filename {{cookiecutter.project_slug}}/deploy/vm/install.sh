@@ -172,6 +172,10 @@ RATE_LIMIT_DEFAULT=120/minute
 # Empty: Sentry off.
 SENTRY_DSN=
 {% endif %}
+{% if cookiecutter.use_metrics %}
+# Bearer token for /metrics (openssl rand -hex 24); empty: /metrics answers 404.
+METRICS_TOKEN=
+{% endif %}
 EOF
     log "review $ENV_FILE, then run this script again"
     exit 1

@@ -1,0 +1,143 @@
+"""Counts every HTTP request by its route template, and serves `/metrics`."""
+
+import hmac
+import os
+import time
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.metrics.collectors import IN_FLIGHT, LATENCY, REQUESTS
+from app.paths import METRICS_PATH
+from app.settings import Settings
+
+# The route label of a request no route matched (a 404): one series, not one per path.
+UNMATCHED = "<unmatched>"
+# A client can send any method name: those outside this set are all counted as OTHER.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+Children = tuple[Counter, Histogram]
+
+
+class MetricsMiddleware:
+    """Requests by method, route template and status; their duration; those in flight.
+
+    The route label is the matched route's `path` ("/items/{item_id}"), read from
+    the scope once routing has run, so ids in URLs never become series of their
+    own. `/metrics` itself is answered here, before the app's own middleware and
+    never counted, and only with METRICS_TOKEN as a bearer token (404 while unset).
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        token = settings.metrics_token
+        self.token = None if token is None else token.get_secret_value().encode()
+        # Label lookups cost more than the counting: each combination is looked up once.
+        self.children: dict[tuple[str, str, int], Children] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == METRICS_PATH:
+            await self.serve(scope, send)
+            return
+        response = StatusRecorder(send)
+        started = time.perf_counter()
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, response.send)
+        finally:
+            IN_FLIGHT.dec()
+            self.observe(scope, response.status, time.perf_counter() - started)
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        template: str = getattr(route, "path", None) or UNMATCHED
+        method: str = scope["method"]
+        if method not in KNOWN_METHODS:
+            method = "OTHER"
+        key = (method, template, status)
+        children = self.children.get(key)
+        if children is None:
+            children = self.children[key] = (
+                REQUESTS.labels(method, template, str(status)),
+                LATENCY.labels(method, template),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    async def serve(self, scope: Scope, send: Send) -> None:
+        if self.token is None:
+            await send_text(send, 404, b'{"detail":"Not Found"}', b"application/json")
+            return
+        if not bearer_matches(scope, self.token):
+            await send_text(
+                send,
+                401,
+                b'{"detail":"A bearer token is required"}',
+                b"application/json",
+                [(b"www-authenticate", b"Bearer")],
+            )
+            return
+        await send_text(send, 200, exposition(), CONTENT_TYPE_LATEST.encode())
+
+
+def bearer_matches(scope: Scope, token: bytes) -> bool:
+    """Whether the request's `Authorization` is `Bearer <token>`."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, supplied = value.partition(b" ")
+            # Constant time: how much of a wrong token matched must not show.
+            return scheme.lower() == b"bearer" and hmac.compare_digest(supplied.strip(), token)
+    return False
+
+
+class StatusRecorder:
+    """Wraps `send` to note the response's status; 500 until one is sent."""
+
+    __slots__ = ("send_next", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send_next = send
+        self.status = 500
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send_next(message)
+
+
+def exposition() -> bytes:
+    """Every metric in Prometheus' text format: this process's, or every worker's
+    when PROMETHEUS_MULTIPROC_DIR is set."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest(REGISTRY)
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+async def send_text(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
