@@ -1,5 +1,6 @@
 """Counts every HTTP request by its route template, and serves `/metrics`."""
 
+import asyncio
 import hmac
 import os
 import time
@@ -87,7 +88,9 @@ class MetricsMiddleware:
                 [(b"www-authenticate", b"Bearer")],
             )
             return
-        await send_text(send, 200, exposition(), CONTENT_TYPE_LATEST.encode())
+        # In a thread: with several workers it reads every worker's files.
+        body = await asyncio.to_thread(exposition)
+        await send_text(send, 200, body, CONTENT_TYPE_LATEST.encode())
 
 
 def bearer_matches(scope: Scope, token: bytes) -> bool:
