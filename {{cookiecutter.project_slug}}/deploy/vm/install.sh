@@ -141,6 +141,9 @@ if [[ ! -f $ENV_FILE ]]; then
     # Hex: nothing to percent-encode in the URL. The README's next step gives it to PostgreSQL.
     db_password=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(24))')
 {% endif %}
+{% if cookiecutter.use_metrics %}
+    metrics_token=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(24))')
+{% endif %}
     install -m 0640 -o root -g "$APP" /dev/null "$ENV_FILE"
     cat >"$ENV_FILE" <<EOF
 # Settings of $APP (see "Deploy to a VM" in the README). Read by systemd, and by the
@@ -173,8 +176,8 @@ RATE_LIMIT_DEFAULT=120/minute
 SENTRY_DSN=
 {% endif %}
 {% if cookiecutter.use_metrics %}
-# Bearer token for /metrics (openssl rand -hex 24); empty: /metrics answers 404.
-METRICS_TOKEN=
+# Bearer token for /metrics, for your Prometheus' scrape config; empty: /metrics answers 404.
+METRICS_TOKEN=$metrics_token
 {% endif %}
 EOF
     log "review $ENV_FILE, then run this script again"
