@@ -141,9 +141,6 @@ if [[ ! -f $ENV_FILE ]]; then
     # Hex: nothing to percent-encode in the URL. The README's next step gives it to PostgreSQL.
     db_password=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(24))')
 {% endif %}
-{% if cookiecutter.use_metrics %}
-    metrics_token=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(24))')
-{% endif %}
     install -m 0640 -o root -g "$APP" /dev/null "$ENV_FILE"
     cat >"$ENV_FILE" <<EOF
 # Settings of $APP (see "Deploy to a VM" in the README). Read by systemd, and by the
@@ -152,6 +149,10 @@ ENVIRONMENT=production
 SECRET_KEY=$secret_key
 # Your domain(s), and localhost for install.sh's health check.
 TRUSTED_HOSTS=api.example.com,localhost
+{% if cookiecutter.use_metrics %}
+METRICS_TOKEN=
+# Above: a bearer token for /metrics (openssl rand -hex 24); empty: /metrics answers 404.
+{% endif %}
 # Browser origins allowed to call the API, comma-separated.
 CORS_ORIGINS=
 {% if not cookiecutter.use_socketio %}
@@ -174,10 +175,6 @@ RATE_LIMIT_DEFAULT=120/minute
 {% if cookiecutter.use_sentry %}
 # Empty: Sentry off.
 SENTRY_DSN=
-{% endif %}
-{% if cookiecutter.use_metrics %}
-# Bearer token for /metrics, for your Prometheus' scrape config; empty: /metrics answers 404.
-METRICS_TOKEN=$metrics_token
 {% endif %}
 EOF
     log "review $ENV_FILE, then run this script again"
