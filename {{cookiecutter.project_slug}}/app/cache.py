@@ -39,15 +39,15 @@ class Cache:
             raw = self._local_get(key)
         else:
             raw = await self._call(lambda redis: redis.get(key))
-{% if cookiecutter.use_metrics %}
         if raw is None:
+{% if cookiecutter.use_metrics %}
             CACHE_MISSES.inc()
-            return None
-        CACHE_HITS.inc()
-        return json.loads(raw)
-{% else %}
-        return None if raw is None else json.loads(raw)
 {% endif %}
+            return None
+{% if cookiecutter.use_metrics %}
+        CACHE_HITS.inc()
+{% endif %}
+        return json.loads(raw)
 
     async def set(self, key: str, value: Any, ttl: int | None = None) -> None:
         key = self.prefix + key

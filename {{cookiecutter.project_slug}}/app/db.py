@@ -159,18 +159,16 @@ def watch_pool(engine: AsyncEngine) -> None:
     # SQLite's pools have no overflow.
     sized = pool if isinstance(pool, QueuePool) else None
 
-    def checked_out(*_args: Any) -> None:
-        DB_CHECKED_OUT.inc()
-        if sized is not None:
-            DB_OVERFLOW.set(max(sized.overflow(), 0))
+    def moved(change: int) -> Callable[..., None]:
+        def record(*_args: Any) -> None:
+            DB_CHECKED_OUT.inc(change)
+            if sized is not None:
+                DB_OVERFLOW.set(max(sized.overflow(), 0))
 
-    def checked_in(*_args: Any) -> None:
-        DB_CHECKED_OUT.dec()
-        if sized is not None:
-            DB_OVERFLOW.set(max(sized.overflow(), 0))
+        return record
 
-    event.listen(pool, "checkout", checked_out)
-    event.listen(pool, "checkin", checked_in)
+    event.listen(pool, "checkout", moved(1))
+    event.listen(pool, "checkin", moved(-1))
 {% endif %}
 
 
