@@ -60,6 +60,19 @@ FEATURE_PATHS: dict[str, list[str]] = {
         "tests/test_metrics.py",
         "deploy/helm/{{cookiecutter.project_slug}}/templates/servicemonitor.yaml",
     ],
+    "use_auth": [
+        "app/auth",
+        "migrations/versions/0002_create_auth.py",
+        "tests/auth.py",
+        "tests/test_auth.py",
+        "tests/test_auth_cli.py",
+    ],
+}
+
+# Feature switch -> paths that a feature replaces: they exist only when it is off.
+REPLACED_PATHS: dict[str, list[str]] = {
+    # Socket.IO and the realtime bridge take the API's access tokens instead.
+    "use_auth": ["app/security.py", "tests/test_security.py"],
 }
 
 # Deploy target -> paths that exist only for that target.
@@ -84,6 +97,7 @@ def unselected(answers: dict[str, Any]) -> list[str]:
         for path in group
         if path not in kept
     ]
+    paths += [path for feature, group in REPLACED_PATHS.items() if answers[feature] for path in group]
     paths += [
         path
         for target, group in TARGET_PATHS.items()
@@ -95,7 +109,8 @@ def unselected(answers: dict[str, Any]) -> list[str]:
 
 
 def missing(root: Path) -> list[str]:
-    every = [path for group in (*FEATURE_PATHS.values(), *TARGET_PATHS.values()) for path in group]
+    groups = (*FEATURE_PATHS.values(), *REPLACED_PATHS.values(), *TARGET_PATHS.values())
+    every = [path for group in groups for path in group]
     return sorted({path for path in every if not (root / path).exists()})
 
 

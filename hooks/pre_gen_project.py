@@ -44,6 +44,8 @@ def problems(answers: dict[str, Any]) -> list[str]:
             f"use_socketio needs use_redis on {answers['deploy_target']}, which runs several "
             "instances: without Redis an emit reaches only the clients of one instance"
         )
+    if answers["use_auth"] and not answers["use_postgres"]:
+        found.append("use_auth needs use_postgres: users and refresh tokens are stored in the database")
     return found
 
 

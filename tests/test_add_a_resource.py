@@ -18,11 +18,13 @@ import asyncio, os
 import httpx
 from app.main import create_app
 from app.settings import Settings
+from tests.auth import writer_headers
 from tests.support import client_for
 
 async def main():
     settings = Settings(_env_file=None, environment="test", database_url=os.environ["DATABASE_URL"])
     async with client_for(settings) as client:
+        client.headers.update(writer_headers(settings))
         created = await client.post("/widgets", json={"name": "first"})
         assert created.status_code == 201, created.text
         read = await client.get(f"/widgets/{created.json()['id']}")

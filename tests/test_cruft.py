@@ -77,6 +77,7 @@ def test_maintenance_mode_is_off_by_default() -> None:
     assert Settings(_env_file=None).maintenance_mode is False
 """
 MIGRATION = "migrations/versions/0001_create_items.py"
+AUTH_MIGRATION = "migrations/versions/0002_create_auth.py"
 TEMPLATE_MIGRATION = "migrations/versions/0002_template_change.py"
 # Files the project owns (its skip list), with the template's and the user's versions.
 OWNED = {
@@ -266,7 +267,7 @@ COMBINATIONS = [
     {**ALL_OFF, "deploy_target": "vm", "python_version": "3.11"},
     {"deploy_target": "kubernetes", "use_redis": False, "use_socketio": False},
     {"deploy_target": "cloud-run", "use_sentry": False, "use_rate_limit": False, "python_version": "3.13"},
-    {"deploy_target": "fly", "use_postgres": False},
+    {"deploy_target": "fly", "use_postgres": False, "use_auth": False},
     {"deploy_target": "railway", "use_socketio": False},
     {"deploy_target": "render", "use_redis": False, "use_socketio": False},
 ]
@@ -489,13 +490,18 @@ def switch(template: Template, tmp_path: Path, before: dict[str, Any], after: di
 
 
 def test_switching_a_feature_on_and_another_off(pristine: Template, tmp_path: Path, venv: Path) -> None:
-    project = switch(pristine, tmp_path, {"use_postgres": False}, {"use_postgres": True, "use_redis": False})
+    project = switch(
+        pristine,
+        tmp_path,
+        {"use_postgres": False, "use_auth": False},
+        {"use_postgres": True, "use_redis": False},
+    )
 
     assert (project / "app" / "db.py").exists()
     assert (project / MIGRATION).exists()
     assert not (project / "app" / "cache.py").exists()
     # Exactly what a new project with these answers would be.
-    fresh = bake_from(pristine.repo, tmp_path / "fresh", use_postgres=True, use_redis=False)
+    fresh = bake_from(pristine.repo, tmp_path / "fresh", use_postgres=True, use_redis=False, use_auth=False)
     assert differences(project, fresh) == []
     diff = cruft(project, "diff", "--exit-code", check=False)
     assert (diff.returncode, diff.stdout) == (0, ""), diff.stdout + diff.stderr
@@ -506,15 +512,22 @@ def test_switching_a_feature_on_and_another_off(pristine: Template, tmp_path: Pa
 
 
 def test_switching_postgres_off_keeps_the_migration_history(pristine: Template, tmp_path: Path) -> None:
-    project = switch(pristine, tmp_path, {"use_redis": False}, {"use_postgres": False, "use_redis": True})
+    project = switch(
+        pristine,
+        tmp_path,
+        {"use_redis": False},
+        {"use_postgres": False, "use_auth": False, "use_redis": True},
+    )
 
     assert (project / "app" / "cache.py").exists()
     assert not (project / "app" / "db.py").exists()
     assert not (project / "alembic.ini").exists()
     # migrations/versions is on the skip list: the history stays until the user deletes it
     # (as the README's "Updating from the template" says); everything else is a fresh project.
-    fresh = bake_from(pristine.repo, tmp_path / "fresh", use_postgres=False, use_redis=True)
-    assert differences(project, fresh) == [f"{MIGRATION}: only in {project.name}"]
+    fresh = bake_from(pristine.repo, tmp_path / "fresh", use_postgres=False, use_auth=False, use_redis=True)
+    assert differences(project, fresh) == [
+        f"{migration}: only in {project.name}" for migration in (MIGRATION, AUTH_MIGRATION)
+    ]
 
 
 # --- The generated pieces: skip list, weekly check, README section, compatibility ---------------

@@ -79,7 +79,7 @@ DIRECTORY_VARIANTS = [
     *(param(f"{target}-all-on", deploy_target=target) for target in DIRECTORY_TARGETS),
     *(param(f"{target}-all-off", deploy_target=target, **ALL_OFF) for target in DIRECTORY_TARGETS),
     *(
-        param(f"{target}-no-postgres", deploy_target=target, use_postgres=False)
+        param(f"{target}-no-postgres", deploy_target=target, use_postgres=False, use_auth=False)
         for target in DIRECTORY_TARGETS
     ),
     param("cloud-run-no-redis", deploy_target="cloud-run", use_redis=False, use_socketio=False),

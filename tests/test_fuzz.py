@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from toolkit.auth import writer_headers
 from toolkit.live import MAX_BODY, Database, Server
 from toolkit.processes import clean_env, run
 from toolkit.report import Figures
@@ -27,7 +28,10 @@ SEED = 20261203
 def test_generated_requests_get_no_5xx_and_json_errors(
     production: Server, database: Database, figures: Figures, tmp_path: Path
 ) -> None:
-    created = httpx.post(f"{production.base}/items", json={"name": f"fuzz-{uuid.uuid4().hex}"}, timeout=10)
+    signed_in = writer_headers(production)
+    created = httpx.post(
+        f"{production.base}/items", json={"name": f"fuzz-{uuid.uuid4().hex}"}, headers=signed_in, timeout=10
+    )
     assert created.status_code == 201
     result = run(
         [
@@ -44,6 +48,9 @@ def test_generated_requests_get_no_5xx_and_json_errors(
             str(EXAMPLES_PER_OPERATION),
             "--seed",
             str(SEED),
+            # Signed in, so the protected routes are fuzzed past their token check.
+            "--header",
+            f"Authorization: {signed_in['Authorization']}",
             "--workers",
             "2",
             "--generation-allow-x00",

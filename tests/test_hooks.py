@@ -111,6 +111,7 @@ def test_bakes_from_a_git_url(tmp_path: Path, template_repo: Path) -> None:
         (["author_email=nobody"], "author_email 'nobody' is not an email address"),
         (["deploy_target=kubernetes", "use_redis=no"], "use_socketio needs use_redis on kubernetes"),
         (["deploy_target=cloud-run", "use_redis=no"], "use_socketio needs use_redis on cloud-run"),
+        (["use_postgres=no"], "use_auth needs use_postgres"),
     ],
 )
 def test_bad_answers_stop_with_one_line_and_leave_nothing(
@@ -139,9 +140,11 @@ def test_socketio_without_redis_is_fine_on_one_host(tmp_path: Path) -> None:
 
 def test_every_manifest_path_exists_in_the_template() -> None:
     post = load_hook("post_gen_project")
-    paths = [path for group in (*post.FEATURE_PATHS.values(), *post.TARGET_PATHS.values()) for path in group]
+    groups = (*post.FEATURE_PATHS.values(), *post.REPLACED_PATHS.values(), *post.TARGET_PATHS.values())
+    paths = [path for group in groups for path in group]
 
     assert set(post.FEATURE_PATHS) == set(FEATURES)
+    assert set(post.REPLACED_PATHS) <= set(FEATURES)
     assert set(post.TARGET_PATHS) == set(TARGETS)
     assert [path for path in paths if not (TEMPLATE_DIR / path).exists()] == []
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.auth import writer_headers
 from toolkit.live import (
     EXPECTED,
     Database,
@@ -60,13 +61,20 @@ def test_load_mix_is_answered_loses_no_write_and_memory_stays_bounded(
     memory: list[tuple[str, float]] = []
 
     async def scenario() -> list[Traffic]:
-        warm_up = Traffic(server.base, clients=CLIENTS // 2, network=10)
+        warm_up = Traffic(server.base, clients=CLIENTS // 2, network=10, headers=writer_headers(server))
         await warm_up.seed(20)
         await warm_up.run(3)
         memory.append(("after warm-up", server.rss_mib()))
         runs = [warm_up]
         for number in range(LOAD_RUNS):
-            traffic = Traffic(server.base, clients=CLIENTS, network=11 + number, seed=number, writers=2)
+            traffic = Traffic(
+                server.base,
+                clients=CLIENTS,
+                network=11 + number,
+                seed=number,
+                writers=2,
+                headers=warm_up.headers,
+            )
             traffic.readable = list(warm_up.readable)
             await traffic.run(LOAD_SECONDS)
             await asyncio.sleep(1)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from toolkit.auth import writer_headers
 from toolkit.events import EventProcess
 from toolkit.live import (
     EXPECTED,
@@ -142,7 +143,7 @@ def test_redis_outage_degrades_and_recovers_without_a_restart(
             client = listener(python, b.base, room)
             assert emit_reaches(a.base, client, room, 0), "no cross-instance emit before the outage"
 
-            traffic = Traffic(a.base, clients=FAULT_CLIENTS, network=30, writers=2)
+            traffic = Traffic(a.base, clients=FAULT_CLIENTS, network=30, writers=2, headers=writer_headers(a))
             ready, live, recovered = asyncio.run(scenario(traffic, client))
             codes = [server.terminate(serve_grace(project) + 10) for server in (a, b)]
     finally:
@@ -224,7 +225,9 @@ def test_database_outage_is_503_json_and_the_pool_recovers_alone(
 
         with stopped_at_exit(server):
             server.wait_healthy()
-            traffic = Traffic(server.base, clients=FAULT_CLIENTS, network=40, writers=2)
+            traffic = Traffic(
+                server.base, clients=FAULT_CLIENTS, network=40, writers=2, headers=writer_headers(server)
+            )
             ready, live = asyncio.run(scenario(traffic))
             code = server.terminate(serve_grace(project) + 10)
         cut = proxy.of("cut")[0]["connections"]

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from toolkit import nginx
+from toolkit.auth import writer_headers
 from toolkit.events import EventProcess
 from toolkit.live import (
     EXPECTED,
@@ -45,10 +46,10 @@ FAULT_CLIENTS = 50  # concurrent clients during a restart
 BEFORE_FAULT = 4.0  # seconds of load before the stop
 
 
-async def slow_create(base: str, name: str, seconds: float) -> Sample:
+async def slow_create(base: str, name: str, seconds: float, signed_in: dict[str, str]) -> Sample:
     """POST /items with the body sent over `seconds`: a request in flight for that long."""
     body = json.dumps({"name": name}).encode()
-    headers = {"content-type": "application/json", "content-length": str(len(body))}
+    headers = {"content-type": "application/json", "content-length": str(len(body)), **signed_in}
     headers["x-forwarded-for"] = f"10.98.{random.randrange(256)}.{random.randrange(1, 255)}"
     sample = Sample("slow create", time.monotonic(), 0.0)
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
@@ -91,7 +92,7 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_exits_cleanly(
             load = asyncio.create_task(traffic.run())
             await asyncio.sleep(BEFORE_FAULT - 1.5)
             uploads = [
-                asyncio.create_task(slow_create(server.base, f"slow-{traffic.tag}-{n}", 3.0))
+                asyncio.create_task(slow_create(server.base, f"slow-{traffic.tag}-{n}", 3.0, traffic.headers))
                 for n in range(10)
             ]
             await asyncio.sleep(1.5)  # the uploads are half-way through their bodies
@@ -109,7 +110,9 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_exits_cleanly(
                 listener(python, server.base, "lobby", transport) for transport in ("websocket", "polling")
             ]
             try:
-                traffic = Traffic(server.base, clients=FAULT_CLIENTS, network=50, writers=2)
+                traffic = Traffic(
+                    server.base, clients=FAULT_CLIENTS, network=50, writers=2, headers=writer_headers(server)
+                )
                 uploads = asyncio.run(scenario(traffic))
                 code = server.process.wait(timeout=grace + 10)
                 stopped_after = time.monotonic() - times["sigterm"]
@@ -221,7 +224,13 @@ def test_rolling_restart_behind_nginx_fails_no_request(
         for server in servers.values():
             server.wait_healthy()
         with nginx.serving(site, tmp_path / "nginx", proxy_port) as error_log:
-            traffic = Traffic(f"http://127.0.0.1:{proxy_port}", clients=FAULT_CLIENTS, network=60, writers=2)
+            traffic = Traffic(
+                f"http://127.0.0.1:{proxy_port}",
+                clients=FAULT_CLIENTS,
+                network=60,
+                writers=2,
+                headers=writer_headers(next(iter(servers.values()))),
+            )
             asyncio.run(scenario(traffic))
         final_codes = [server.terminate(40) for server in servers.values()]
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from toolkit.auth import writer_headers
 from toolkit.features import TARGETS
 from toolkit.live import (
     MAX_BODY,
@@ -82,7 +83,7 @@ def test_live_answers_carry_security_headers_and_trusted_hosts_hold(production: 
         "liveness": httpx.get(f"{base}/health", timeout=10),
         "list": httpx.get(f"{base}/items", timeout=10),
         "404": httpx.get(f"{base}/no/such/route", timeout=10),
-        "422": httpx.post(f"{base}/items", json={}, timeout=10),
+        "422": httpx.post(f"{base}/items", json={}, headers=writer_headers(production), timeout=10),
         "413": httpx.post(f"{base}/items", content=b"x" * (MAX_BODY + 1), timeout=10),
         "untrusted host": httpx.get(f"{base}/items", headers={"host": "evil.example"}, timeout=10),
         "trusted host": httpx.get(f"{base}/items", headers={"host": "api.example.com"}, timeout=10),
@@ -139,7 +140,9 @@ def test_database_password_never_shows_and_docs_can_be_turned_off(
                 "/items/1",
             )
         }
-        answers["POST /items"] = httpx.post(f"{server.base}/items", json={"name": "x"}, timeout=30)
+        answers["POST /items"] = httpx.post(
+            f"{server.base}/items", json={"name": "x"}, headers=writer_headers(server), timeout=30
+        )
         code = server.terminate(serve_grace(project) + 10)
 
     statuses = {path: answer.status_code for path, answer in answers.items()}

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from toolkit.auth import ADMIN_EMAIL, create_admin, log_in
 from toolkit.processes import clean_env, free_port, run
 from toolkit.servers import drop_scratch_database, scratch_database, serving
 
@@ -29,12 +30,28 @@ def uvicorn(venv: Path, port: int) -> list[str | Path]:
     ]
 
 
-def item_round_trip(base: str) -> None:
-    created = httpx.post(f"{base}/items", json={"name": f"item-{uuid.uuid4().hex}"}, timeout=5)
-    assert created.status_code == 201, created.text
+def item_round_trip(base: str, python: Path, project: Path, env: dict[str, str]) -> None:
+    """The README's first steps: create the admin, log in, write, read, refresh, log out."""
+    assert create_admin(python, project, env) == f"Created the admin {ADMIN_EMAIL}\n"
+    tokens = log_in(base)
+    signed_in = {"Authorization": f"Bearer {tokens['access_token']}"}
+    name = f"item-{uuid.uuid4().hex}"
+
+    anonymous = httpx.post(f"{base}/items", json={"name": name}, timeout=5)
+    created = httpx.post(f"{base}/items", json={"name": name}, headers=signed_in, timeout=5)
     read = httpx.get(f"{base}/items/{created.json()['id']}", timeout=5)
+    refreshed = httpx.post(f"{base}/auth/refresh", json={"refresh_token": tokens["refresh_token"]}, timeout=5)
+    next_token = refreshed.json()["refresh_token"]
+    logged_out = httpx.post(f"{base}/auth/logout", json={"refresh_token": next_token}, timeout=5)
+    after = httpx.post(f"{base}/auth/refresh", json={"refresh_token": next_token}, timeout=5)
+
+    assert anonymous.status_code == 401
+    assert created.status_code == 201, created.text
     assert read.status_code == 200
     assert read.json() == created.json()
+    assert refreshed.status_code == 200
+    assert logged_out.status_code == 204
+    assert after.status_code == 401
 
 
 def test_serves_on_real_postgres_and_redis(
@@ -54,7 +71,7 @@ def test_serves_on_real_postgres_and_redis(
             ready = httpx.get(f"{base}/health/ready", timeout=5)
             assert ready.status_code == 200, ready.text
             assert set(ready.json()["checks"]) == {"database", "redis"}
-            item_round_trip(base)
+            item_round_trip(base, python, project, env)
     finally:
         drop_scratch_database(python, project, services["DATABASE_URL"], database)
 
@@ -90,7 +107,7 @@ def test_serves_on_embedded_defaults(bakery: Any, venv: Path, tmp_path: Path) ->
         ready = httpx.get(f"{base}/health/ready", timeout=5)
         assert ready.status_code == 200
         assert set(ready.json()["checks"]) == {"database"}
-        item_round_trip(base)
+        item_round_trip(base, venv / "bin" / "python", project, clean_env())
         root = httpx.get(base, timeout=5).json()
         assert root["docs"] == "/docs"
     assert (project / "local.db").exists()

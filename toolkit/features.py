@@ -43,6 +43,16 @@ FEATURE_WORDS: dict[str, list[str]] = {
     "use_rate_limit": ["slowapi", "rate_limit", "ratelimit", "rate limit", "rate-limit"],
     "use_sentry": ["sentry"],
     "use_metrics": ["prometheus", "metrics_token", "/metrics", "app.metrics"],
+    "use_auth": [
+        "pwdlib",
+        "pyjwt",
+        "app.auth",
+        "/auth/",
+        "create-admin",
+        "refresh_token",
+        "api_key",
+        "argon2",
+    ],
 }
 # Cloud Run's, Kubernetes' and the VM's deploy files and docs mention WebSockets only for
 # Socket.IO; the app, Caddy and Fly's files mention them for any ASGI WebSocket.

@@ -57,6 +57,7 @@ class Server:
     """A server process of a baked project, listening on a loopback port."""
 
     def __init__(self, command: list[str | Path], cwd: Path, env: dict[str, str], log: Path, port: int):
+        self.command, self.cwd, self.env = command, cwd, env
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.log = log

@@ -85,9 +85,12 @@ class Traffic:
         timeout: float = 30.0,
         room: str = "load",
         writers: int = 0,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        """`writers` of the clients only create items, so they run into the route's own limit."""
+        """`writers` of the clients only create items, so they run into the route's own limit;
+        `headers` go with every request (a signed-in user's, for the writes)."""
         self.base = base
+        self.headers = headers or {}
         self.timeout = timeout
         self.room = room
         self.clients = [
@@ -136,7 +139,7 @@ class Traffic:
     def _client(self) -> httpx.AsyncClient:
         # One client (one connection) per virtual client: httpx's pool costs about 15 ms
         # of CPU per request once it holds 100 connections, 1 ms with one.
-        return httpx.AsyncClient(base_url=self.base, timeout=self.timeout, verify=_TLS)
+        return httpx.AsyncClient(base_url=self.base, timeout=self.timeout, verify=_TLS, headers=self.headers)
 
     async def _virtual_client(self, vc: VirtualClient) -> None:
         ops, weights = zip(*vc.mix.items(), strict=True)

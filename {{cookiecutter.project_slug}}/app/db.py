@@ -58,6 +58,15 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def is_storable(value: str) -> bool:
+    """Whether the database can store `value` (see StoredText)."""
+    try:
+        _storable(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _storable(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")

@@ -8,17 +8,26 @@ dependency itself.
 {% if cookiecutter.use_postgres %}
 from collections.abc import AsyncIterator
 {% endif %}
-from typing import Annotated
+from typing import Annotated{{ ", Any" if cookiecutter.use_auth else "" }}
 
 {% if cookiecutter.use_socketio %}
 import socketio
 {% endif %}
+{% if cookiecutter.use_auth %}
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import OAuth2PasswordBearer
+{% else %}
 from fastapi import Depends, Request
+{% endif %}
 {% if cookiecutter.use_postgres %}
 from sqlalchemy.ext.asyncio import AsyncSession
 {% endif %}
 from starlette.requests import HTTPConnection
 
+{% if cookiecutter.use_auth %}
+from app.auth.models import User
+from app.auth.principal import SCOPES, Principal, identify
+{% endif %}
 {% if cookiecutter.use_redis %}
 from app.cache import Cache
 {% endif %}
@@ -105,4 +114,59 @@ async def get_broadcaster(request: Request) -> Broadcaster:
 
 
 BroadcasterDep = Annotated[Broadcaster, Depends(get_broadcaster)]
+{% endif %}
+{% if cookiecutter.use_auth %}
+
+
+# `Authorization: Bearer <access token or API key>`; the docs' Authorize button logs in here.
+bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", scopes=SCOPES, auto_error=False)
+
+
+def not_authenticated() -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, "Not authenticated", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+async def get_principal(
+    request: Request, token: Annotated[str | None, Depends(bearer)]
+) -> Principal:
+    """Who the request comes from: a user's access token (checked without the database)
+    or an API key; 401 for anything else."""
+    state = app_state(request)
+    principal = await identify(token, state.settings, state.database) if token else None
+    if principal is None:
+        raise not_authenticated()
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def requires(scope: str) -> Any:
+    """A dependency that lets through only a principal whose token or key carries `scope`:
+    `@router.post(..., dependencies=[requires("write")])`."""
+
+    async def allowed(principal: PrincipalDep) -> Principal:
+        if not principal.allows(scope):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"Needs the {scope!r} scope")
+        return principal
+
+    return Depends(allowed)
+
+
+AdminDep = Annotated[Principal, requires("admin")]
+
+
+async def get_current_user(principal: PrincipalDep, session: ReadSessionDep) -> User:
+    """The user behind an access token, read from the database: still active, and not an API key."""
+    if principal.user_id is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Needs a user's token, not an API key")
+    user = await session.get(User, principal.user_id)
+    if user is None or not user.is_active:
+        raise not_authenticated()
+    return user
+
+
+CurrentUserDep = Annotated[User, Depends(get_current_user)]
 {% endif %}

@@ -3,6 +3,9 @@
 from fastapi import APIRouter
 
 from app import health, meta
+{% if cookiecutter.use_auth %}
+from app.auth.routes import router as auth_router
+{% endif %}
 {% if cookiecutter.use_postgres %}
 from app.items.routes import router as items_router
 {% endif %}
@@ -13,6 +16,9 @@ from app.realtime.bridge import router as realtime_router
 ROUTERS: list[APIRouter] = [
     health.router,
     meta.router,
+{% if cookiecutter.use_auth %}
+    auth_router,
+{% endif %}
 {% if cookiecutter.use_postgres %}
     items_router,
 {% endif %}

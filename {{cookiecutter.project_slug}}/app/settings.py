@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # JSON log lines; unset means JSON in staging and production, text elsewhere.
     log_json: bool | None = None
     secret_key: SecretStr = SecretStr("change-me")
+{% if cookiecutter.use_auth %}
+    # The key SECRET_KEY replaces, still accepted for access tokens during a rotation.
+    secret_key_previous: SecretStr | None = None
+{% endif %}
 
     # HTTP
     cors_origins: CommaList = Field(default_factory=list)
@@ -135,7 +139,11 @@ class Settings(BaseSettings):
     # without an answer before a client counts as gone.
     socketio_ping_interval: float = Field(default=25.0, gt=0)
     socketio_ping_timeout: float = Field(default=20.0, gt=0)
+{% if cookiecutter.use_auth %}
+    # Require an API access token to connect (see app/auth/tokens.py).
+{% else %}
     # Require a token signed with SECRET_KEY to connect (see app/security.py).
+{% endif %}
     socketio_auth_required: bool = False
 {% endif %}
 {% if cookiecutter.use_rate_limit %}
@@ -147,6 +155,17 @@ class Settings(BaseSettings):
     rate_limit_default_methods: CommaList = Field(
         default_factory=lambda: ["POST", "PUT", "PATCH", "DELETE"]
     )
+{% endif %}
+{% if cookiecutter.use_auth %}
+
+    # Authentication (app/auth): token lifetimes, open registration, the refresh token
+    # in an HttpOnly cookie for browsers, and the lock after failed logins.
+    access_token_minutes: int = Field(default=15, ge=1, le=1440)
+    refresh_token_days: int = Field(default=30, ge=1, le=365)
+    registration_open: bool = False
+    auth_refresh_cookie: bool = False
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lock_minutes: int = Field(default=15, ge=1)
 {% endif %}
 {% if cookiecutter.use_metrics %}
 
@@ -219,10 +238,15 @@ class Settings(BaseSettings):
         except ArgumentError:
             raise ValueError("DATABASE_URL is not a database URL") from None
 {% endif %}
-{% set unset_when_empty = (['"redis_url"'] if cookiecutter.use_redis else []) + (['"metrics_token"'] if cookiecutter.use_metrics else []) + (['"sentry_dsn"'] if cookiecutter.use_sentry else []) %}
+{% set unset_when_empty = (['"secret_key_previous"'] if cookiecutter.use_auth else []) + (['"redis_url"'] if cookiecutter.use_redis else []) + (['"metrics_token"'] if cookiecutter.use_metrics else []) + (['"sentry_dsn"'] if cookiecutter.use_sentry else []) %}
 {% if unset_when_empty %}
 
-    @field_validator({{ unset_when_empty | join(", ") }}, mode="before")
+    @field_validator(
+{% for name in unset_when_empty %}
+        {{ name }},
+{% endfor %}
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return value or None

@@ -33,6 +33,9 @@ import httpx
 import pytest
 
 from app.settings import Settings
+{% if cookiecutter.use_auth %}
+from tests.auth import writer_headers
+{% endif %}
 {% if cookiecutter.use_postgres %}
 from tests.postgres import create_database, drop_database, migrate, truncate_all
 {% endif %}
@@ -81,9 +84,17 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+{% if cookiecutter.use_auth %}
+    """An HTTP client on the app, with the app's lifespan run around the test, signed in
+    as a user who may write items (tests/test_auth.py drops the header)."""
+    async with client_for(settings) as client:
+        client.headers.update(writer_headers(settings))
+        yield client
+{% else %}
     """An HTTP client on the app, with the app's lifespan run around the test."""
     async with client_for(settings) as client:
         yield client
+{% endif %}
 {% if cookiecutter.use_postgres %}
     if settings.database_url.startswith("postgresql"):
         await truncate_all(settings.database_url)

@@ -6,6 +6,9 @@ from app.db import after_commit
 from app.deps import SessionDep
 from app.main import create_app
 from app.settings import Settings
+{% if cookiecutter.use_auth %}
+from tests.auth import writer_headers
+{% endif %}
 from tests.support import client_for, client_on
 
 
@@ -14,6 +17,9 @@ async def test_database_outage_is_503_json(settings: Settings) -> None:
         update={"database_url": "postgresql+asyncpg://app:secret@127.0.0.1:9/app"}
     )
     async with client_for(down) as client:
+{% if cookiecutter.use_auth %}
+        client.headers.update(writer_headers(down))
+{% endif %}
         responses = [await client.get("/items"), await client.post("/items", json={"name": "x"})]
 
     for response in responses:

@@ -6,6 +6,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.settings import Settings
+{% if cookiecutter.use_auth %}
+from tests.auth import writer_headers
+{% endif %}
 from tests.support import client_for
 {% endif %}
 
@@ -159,6 +162,9 @@ async def test_reads_fall_through_to_the_database_when_redis_is_down(
 ) -> None:
     down = settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"})
     async with client_for(down) as client:
+{% if cookiecutter.use_auth %}
+        client.headers.update(writer_headers(down))
+{% endif %}
         created = await create(client, "no-cache")
         first = await client.get(f"/items/{created['id']}")
         second = await client.get(f"/items/{created['id']}")

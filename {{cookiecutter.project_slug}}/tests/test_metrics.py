@@ -44,6 +44,9 @@ from app.realtime.events import ChatEvents
 from app.redis_client import RedisBreaker
 {% endif %}
 from app.settings import Settings
+{% if cookiecutter.use_auth %}
+from tests.auth import writer_headers
+{% endif %}
 {% if cookiecutter.deploy_target == "vm" %}
 from tests.live import PROJECT_ROOT, free_port, wait_for
 {% endif %}
@@ -62,6 +65,9 @@ def settings(settings: Settings) -> Settings:
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with client_on(create_app(settings)) as client:
+{% if cookiecutter.use_auth %}
+        client.headers.update(writer_headers(settings))
+{% endif %}
         yield client
 
 

@@ -15,14 +15,22 @@ from typing import Any
 import httpx
 import pytest
 import socketio
+{% if cookiecutter.use_auth %}
+from pydantic import SecretStr
+{% endif %}
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+{% if cookiecutter.use_auth %}
+from app.auth.tokens import issue_access_token
+{% endif %}
 {% if cookiecutter.use_redis %}
 from app.realtime.broadcast import open_broadcaster
 {% endif %}
+{% if not cookiecutter.use_auth %}
 from app.security import issue_token
-{% if cookiecutter.use_redis %}
+{% endif %}
+{% if cookiecutter.use_redis or cookiecutter.use_auth %}
 from app.settings import Settings
 {% endif %}
 from tests.live import PROJECT_ROOT, free_port, live_server, wait_for
@@ -31,6 +39,14 @@ from tests.live import PROJECT_ROOT, free_port, live_server, wait_for
 pytestmark = pytest.mark.live
 
 SECRET = "test-secret-" + "x" * 32
+{% if cookiecutter.use_auth %}
+
+
+def issue_token(subject: str, secret: str) -> str:
+    """An access token for `subject`, as /auth/token issues them."""
+    settings = Settings(_env_file=None, secret_key=SecretStr(secret))
+    return issue_access_token(subject, frozenset(), settings)
+{% endif %}
 
 
 def server_env(tmp_path: Path, **env: str) -> dict[str, str]:

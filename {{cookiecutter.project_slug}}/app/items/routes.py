@@ -13,10 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 {% if cookiecutter.use_redis %}
 from app.db import after_commit
-from app.deps import CacheDep, DatabaseDep, ReadSessionDep, SessionDep
-{% else %}
-from app.deps import ReadSessionDep, SessionDep
 {% endif %}
+from app.deps import {{ "CacheDep, DatabaseDep, " if cookiecutter.use_redis else "" }}ReadSessionDep, SessionDep{{ ", requires" if cookiecutter.use_auth else "" }}
 from app.items.models import Item
 from app.items.schemas import ItemCreate, ItemPage, ItemRead
 {% if cookiecutter.use_rate_limit %}
@@ -30,11 +28,15 @@ CREATE_LIMIT = "10/minute"
 {% endif %}
 
 ItemId = Annotated[int, Path(ge=1, le=MAX_ID)]
+{% if cookiecutter.use_auth %}
+# Reads are public; writes need a user's token or an API key with this scope.
+CAN_WRITE = [requires("write")]
+{% endif %}
 
 router = APIRouter(prefix="/items", tags=["items"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED{{ ", dependencies=CAN_WRITE" if cookiecutter.use_auth else "" }})
 {% if cookiecutter.use_rate_limit %}
 @limiter.limit(CREATE_LIMIT)
 # slowapi's decorator requires the `request` parameter.
@@ -101,7 +103,7 @@ async def get_item(item_id: ItemId, session: ReadSessionDep) -> ItemRead:
 {% endif %}
 
 
-@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT{{ ", dependencies=CAN_WRITE" if cookiecutter.use_auth else "" }})
 {% if cookiecutter.use_redis %}
 async def delete_item(item_id: ItemId, session: SessionDep, cache: CacheDep) -> None:
 {% else %}

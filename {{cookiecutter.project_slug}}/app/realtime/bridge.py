@@ -10,9 +10,14 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, WebSocket, 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.websockets import WebSocketDisconnect
 
+{% if cookiecutter.use_auth %}
+from app.auth.tokens import verify_access_token
+{% endif %}
 from app.deps import BroadcasterDep, SettingsDep, SioDep, app_state
 from app.realtime.events import RoomName
+{% if not cookiecutter.use_auth %}
 from app.security import verify_token
+{% endif %}
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +36,11 @@ async def require_token(
     if not settings.socketio_auth_required:
         return
     token = (authorization or "").removeprefix("Bearer ").strip()
+{% if cookiecutter.use_auth %}
+    if verify_access_token(token, settings) is None:
+{% else %}
     if verify_token(token, settings.secret_key.get_secret_value()) is None:
+{% endif %}
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "Missing or invalid bearer token",
@@ -136,7 +145,11 @@ async def listen_to_room(websocket: WebSocket, room: Annotated[RoomName, Path()]
         except (TimeoutError, ValidationError, WebSocketDisconnect, KeyError):
             await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
             return
+{% if cookiecutter.use_auth %}
+        if verify_access_token(auth.token, settings) is None:
+{% else %}
         if verify_token(auth.token, settings.secret_key.get_secret_value()) is None:
+{% endif %}
             await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
             return
     state.broadcaster.join(room, websocket)

@@ -10,10 +10,15 @@ from typing import Annotated, Any
 import socketio
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
+{% if cookiecutter.use_auth %}
+from app.auth.tokens import verify_access_token
+{% endif %}
 {% if cookiecutter.use_metrics %}
 from app.metrics.collectors import SOCKETIO_CLIENTS
 {% endif %}
+{% if not cookiecutter.use_auth %}
 from app.security import verify_token
+{% endif %}
 from app.settings import Settings
 
 RoomName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:-]+$")]
@@ -39,7 +44,11 @@ class ChatEvents(socketio.AsyncNamespace):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         super().__init__("/")
         self.auth_required = settings.socketio_auth_required
+{% if cookiecutter.use_auth %}
+        self.settings = settings
+{% else %}
         self.secret = settings.secret_key.get_secret_value()
+{% endif %}
 
     async def on_connect(self, sid: str, _environ: dict[str, Any], auth: object = None) -> None:
         """With SOCKETIO_AUTH_REQUIRED, a client connects with `auth={"token": ...}`."""
@@ -56,7 +65,11 @@ class ChatEvents(socketio.AsyncNamespace):  # type: ignore[misc]
     async def authenticate(self, sid: str, auth: object) -> None:
         """Refuse the connection unless `auth` carries a valid token."""
         token = auth.get("token") if isinstance(auth, dict) else None
+{% if cookiecutter.use_auth %}
+        subject = verify_access_token(token, self.settings)
+{% else %}
         subject = verify_token(token, self.secret)
+{% endif %}
         if subject is None:
             raise socketio.exceptions.ConnectionRefusedError(
                 "authentication failed: missing or invalid token"

@@ -1,0 +1,57 @@
+"""Signing in to a live instance of the generated project, as its README tells a user to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from toolkit.processes import run
+
+if TYPE_CHECKING:
+    from toolkit.live import Server
+
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "a long test admin password"
+
+# Run with the project's own Python: an access token for user 1 that may write items,
+# signed with the SECRET_KEY of the environment it runs in.
+_MINT = (
+    "from app.auth.principal import USER_SCOPES\n"
+    "from app.auth.tokens import issue_access_token\n"
+    "from app.settings import get_settings\n"
+    "print(issue_access_token('1', USER_SCOPES, get_settings()))\n"
+)
+
+
+def create_admin(python: Path, project: Path, env: dict[str, str]) -> str:
+    """`python -m app.auth create-admin` against the database `env` names; its output."""
+    result = run(
+        [python, "-m", "app.auth", "create-admin", "--email", ADMIN_EMAIL],
+        project,
+        env | {"ADMIN_PASSWORD": ADMIN_PASSWORD},
+    )
+    assert ADMIN_PASSWORD not in result.stdout + result.stderr
+    return result.stdout
+
+
+def log_in(base: str, **client: Any) -> dict[str, Any]:
+    """The admin's tokens from the OAuth2 password flow at /auth/token."""
+    response = httpx.post(
+        f"{base}/auth/token",
+        data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+        timeout=30,
+        **client,
+    )
+    assert response.status_code == 200, response.text
+    tokens: dict[str, Any] = response.json()
+    return tokens
+
+
+def writer_headers(server: Server) -> dict[str, str]:
+    """What a signed-in user sends to `server`, without a login: for load and fault tests,
+    whose server may have no database to log in against. The token is made by the
+    project's own Python (the server's first word) with the server's SECRET_KEY."""
+    token = run([Path(server.command[0]), "-c", _MINT], server.cwd, server.env).stdout.strip()
+    return {"Authorization": f"Bearer {token}"}
