@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from toolkit.auth import writer_headers
+from toolkit.auth import create_admin, log_in
 from toolkit.live import MAX_BODY, Database, Server
 from toolkit.processes import clean_env, run
 from toolkit.report import Figures
@@ -28,7 +28,9 @@ SEED = 20261203
 def test_generated_requests_get_no_5xx_and_json_errors(
     production: Server, database: Database, figures: Figures, tmp_path: Path
 ) -> None:
-    signed_in = writer_headers(production)
+    # The admin, so the admin's routes are fuzzed too.
+    create_admin(Path(production.command[0]), production.cwd, production.env)
+    signed_in = {"Authorization": f"Bearer {log_in(production.base)['access_token']}"}
     created = httpx.post(
         f"{production.base}/items", json={"name": f"fuzz-{uuid.uuid4().hex}"}, headers=signed_in, timeout=10
     )

@@ -212,7 +212,9 @@ def secrets_in(project: Path) -> list[str]:
         for pattern in patterns:
             for match in pattern.finditer(text):
                 value = match.group(1)
-                placeholder = value.lower() in PLACEHOLDERS or not re.search(r"[A-Za-z0-9]", value)
+                # A short number is a lifetime or a count (ACCESS_TOKEN_MINUTES=15), not a secret.
+                number = value.isdigit() and len(value) <= 6
+                placeholder = value.lower() in PLACEHOLDERS or not re.search(r"[A-Za-z0-9]", value) or number
                 if not placeholder and not value.startswith(("$", "{", "<", "...")):
                     found.append(f"{name}: {match.group(0)[:60]}")
     return found
