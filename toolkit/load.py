@@ -228,6 +228,32 @@ async def probe(base: str, path: str, stop: asyncio.Event, interval: float = 0.2
     return samples
 
 
+async def write_probe(
+    base: str, stop: asyncio.Event, headers: dict[str, str], interval: float = 0.2
+) -> list[Sample]:
+    """POST /items every `interval` seconds until `stop` is set, each from an address of its
+    own, so the route's rate limit never refuses one."""
+    samples: list[Sample] = []
+    async with httpx.AsyncClient(base_url=base, timeout=10, verify=_TLS, headers=headers) as client:
+        while not stop.is_set():
+            n = len(samples)
+            sample = Sample("create", time.monotonic(), 0.0)
+            address = {"X-Forwarded-For": f"10.253.{n // 200}.{n % 200 + 1}"}
+            try:
+                response = await client.post(
+                    "/items", json={"name": f"probe-{uuid.uuid4().hex}"}, headers=address
+                )
+                sample.status, sample.body = response.status_code, response.text[:500]
+                sample.content_type = response.headers.get("content-type", "")
+            except httpx.HTTPError as error:
+                sample.error = f"{type(error).__name__}: {error}"[:300]
+            sample.elapsed = time.monotonic() - sample.started
+            samples.append(sample)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+    return samples
+
+
 async def trickle(body: bytes, seconds: float, pieces: int = 10) -> AsyncIterator[bytes]:
     """`body` sent in `pieces` spread over `seconds`: a slow upload."""
     size = -(-len(body) // pieces)
