@@ -16,9 +16,13 @@ end
 function request()
   counter = counter + 1
   local body = string.format('{"name":"%s-%d","description":"written by the benchmark"}', prefix, counter)
-  local headers = {
-    ["Content-Type"] = "application/json",
-    ["X-Forwarded-For"] = string.format("10.%d.%d.%d", math.random(0, 255), math.random(0, 255), math.random(1, 254)),
-  }
+  local headers = {}
+  -- Headers given with -H (a signed-in user's Authorization), which wrk.format drops
+  -- when a request brings headers of its own.
+  for name, value in pairs(wrk.headers) do
+    headers[name] = value
+  end
+  headers["Content-Type"] = "application/json"
+  headers["X-Forwarded-For"] = string.format("10.%d.%d.%d", math.random(0, 255), math.random(0, 255), math.random(1, 254))
   return wrk.format("POST", nil, headers, body)
 end

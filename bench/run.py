@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 
+from toolkit.auth import create_admin, log_in, mint_token
 from toolkit.bakery import (
     DATABASE_URL,
     REDIS_URL,
@@ -79,6 +80,7 @@ TARGETS = {
     "health_vs_fastapi": 0.85,
     "cache_vs_database": 1.5,
     "limited_vs_unlimited": 0.5,
+    "protected_vs_public": 0.8,
     "limited_p99_ms": 50.0,
     "socketio_p99_ms": 50.0,
     "cold_start_s": 1.5,
@@ -101,6 +103,7 @@ class Settings:
     sio_rounds: int
     cold_starts: int
     bakes: int
+    logins: int
 
 
 FULL = Settings(
@@ -116,6 +119,7 @@ FULL = Settings(
     sio_rounds=2,
     cold_starts=5,
     bakes=5,
+    logins=20,
 )
 QUICK = Settings(
     seconds=1,
@@ -130,6 +134,7 @@ QUICK = Settings(
     sio_rounds=1,
     cold_starts=1,
     bakes=1,
+    logins=2,
 )
 
 
@@ -149,11 +154,16 @@ class Pinning:
         return ["taskset", "-c", "1"] if self.enabled else []
 
 
-def http_status(port: int, path: str = "/health", timeout: float = 1.0) -> int | None:
+def http_status(
+    port: int, path: str = "/health", timeout: float = 1.0, headers: tuple[str, ...] = ()
+) -> int | None:
     """The status of one GET, on a fresh connection; None when nothing answers."""
+    extra = "".join(f"{header}\r\n" for header in headers)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n".encode()
+            )
             return int(sock.recv(64).split()[1])
     except (OSError, ValueError, IndexError):
         return None
@@ -304,6 +314,7 @@ def wrk(
     seconds: int,
     script: Path | None = None,
     args: tuple[str, ...] = (),
+    headers: tuple[str, ...] = (),
 ) -> Load:
     url = server.url + path
     command = [
@@ -315,6 +326,7 @@ def wrk(
         "--latency",
         "--timeout",
         "5s",
+        *(part for header in headers for part in ("-H", header)),
     ]
     if script is not None:
         command += ["-s", str(script)]
@@ -338,6 +350,8 @@ class Target:
     server: Server
     path: str
     script: Path | None = None
+    # Sent with every request (`-H`), such as a signed-in user's Authorization.
+    headers: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -424,14 +438,14 @@ def measure_http(
 
     def drive(target: Target, seconds: int, tag: str) -> Load:
         args = (f"{run_id}-{tag}-{target.server.name}",) if target.script else ()
-        return wrk(pinning, target.server, target.path, seconds, target.script, args)
+        return wrk(pinning, target.server, target.path, seconds, target.script, args, target.headers)
 
     for group in groups:
         for target in group:
             if target.script is None:
                 # Fill caches and connection pools before anything is timed.
                 for _ in range(3):
-                    if http_status(target.server.port, target.path, timeout=10) != 200:
+                    if http_status(target.server.port, target.path, 10, target.headers) != 200:
                         raise RuntimeError(f"{target.key} does not answer 200")
             if settings.warmup:
                 drive(target, settings.warmup, "warmup")
@@ -447,6 +461,26 @@ def measure_http(
                     flush=True,
                 )
     return {key: median_of(values) for key, values in loads.items()}
+
+
+# One argon2 hash with the project's parameters, in ms (the best of five).
+_HASH_TIME = (
+    "import timeit\n"
+    "from app.auth.passwords import HASHER\n"
+    "print(min(timeit.repeat(lambda: HASHER.hash('a password'), number=1, repeat=5)) * 1000)\n"
+)
+
+
+def measure_login(python: Path, project: Path, server: Server, logins: int) -> dict[str, float]:
+    """What a login costs: POST /auth/token one at a time, and one argon2 hash alone."""
+    create_admin(python, project, server.env)
+    took = []
+    for _ in range(logins):
+        started = time.perf_counter()
+        log_in(server.url)
+        took.append((time.perf_counter() - started) * 1000)
+    hashing = run([python, "-c", _HASH_TIME], project, clean_env()).stdout
+    return {"logins": logins, "login_p50_ms": statistics.median(took), "hash_ms": float(hashing)}
 
 
 # --- Socket.IO -------------------------------------------------------------------------
@@ -665,9 +699,19 @@ def render(results: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            "\\* Both reads with rate limiting off, so that they compare the source alone (the limiter's "
-            "cost is the GET / pair). Every other row is the default project as generated; all run with "
-            "CORS origins, trusted hosts and production settings, and no Sentry DSN.",
+            "\\* The reads with rate limiting off, so that they compare the source alone (the limiter's "
+            "cost is the GET / pair); the signed-in read is the same route behind the project's bearer "
+            "check (`bench/protected.py`), and POST /items sends an access token. Every other row is the "
+            "default project as generated; all run with CORS origins, trusted hosts and production "
+            "settings, and no Sentry DSN.",
+        ]
+    auth = results.get("auth")
+    if auth:
+        lines += [
+            "",
+            f"Logging in (`POST /auth/token`, one at a time, {auth['logins']} logins): median "
+            f"{auth['login_p50_ms']:.0f} ms, of which one argon2 hash takes {auth['hash_ms']:.0f} ms "
+            "(in a worker thread: other requests go on meanwhile).",
         ]
     alternatives = results.get("alternatives")
     if http and alternatives:
@@ -754,6 +798,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
         health = paired_ratio(app("health"), http[by_key["health"]["fastapi"]])
         cache = paired_ratio(app("item_cache"), app("item_db"))
+        protected = paired_ratio(app("item_protected"), app("item_cache"))
         limited = paired_ratio(app("limited"), app("unlimited"))
         p99 = app("limited")["p99_ms"]
         found += [
@@ -763,6 +808,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                 health >= TARGETS["health_vs_fastapi"],
             ),
             ("Cached read ÷ database read ≥ 1.5", f"{cache:.2f}", cache >= TARGETS["cache_vs_database"]),
+            (
+                "Cached read with a bearer token ÷ without ≥ 0.8",
+                f"{protected:.2f}",
+                protected >= TARGETS["protected_vs_public"],
+            ),
             (
                 "Rate-limited (Redis) ÷ unlimited ≥ 0.5",
                 f"{limited:.2f}",
@@ -960,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
                 interpreter: Path = python,
                 **extra: str,
             ) -> Server:
-                app_dir = ["--app-dir", str(BENCH)] if target.startswith("ceilings:") else []
+                app_dir = ["--app-dir", str(BENCH)] if target.startswith(("ceilings:", "protected:")) else []
                 return Server(name, target, interpreter, cwd, env | extra, logs, pin, app_dir)
 
             if "startup" in options.only:
@@ -977,9 +1027,11 @@ def main(argv: list[str] | None = None) -> int:
                 app = server("app")
                 unlimited = server("app-unlimited", RATE_LIMIT_ENABLED="false")
                 without_redis = server("app-no-redis", cwd=no_redis, RATE_LIMIT_ENABLED="false")
+                protected = server("app-protected", "protected:app", RATE_LIMIT_ENABLED="false")
                 fastapi = server("fastapi", "ceilings:fastapi_app")
                 starlette = server("starlette", "ceilings:starlette_app")
                 post = BENCH / "post.lua"
+                signed_in = (f"Authorization: Bearer {mint_token(python, project, env)}",)
                 groups: list[list[Row | Alternative]] = [
                     [
                         Row(
@@ -1005,12 +1057,19 @@ def main(argv: list[str] | None = None) -> int:
                             Target(fastapi, f"/items/{item}"),
                             Target(starlette, f"/items/{item}"),
                         ),
+                        Row(
+                            "item_protected",
+                            "The same read behind a bearer token (access token checked)*",
+                            Target(protected, f"/protected/items/{item}", headers=signed_in),
+                            Target(fastapi, f"/items/{item}"),
+                            Target(starlette, f"/items/{item}"),
+                        ),
                     ],
                     [
                         Row(
                             "write",
                             "POST /items",
-                            Target(app, "/items", post),
+                            Target(app, "/items", post, signed_in),
                             Target(fastapi, "/items", post),
                             Target(starlette, "/items", post),
                         )
@@ -1044,7 +1103,8 @@ def main(argv: list[str] | None = None) -> int:
                         ),
                     ],
                 ]
-                with serving(app, unlimited, without_redis, fastapi, starlette):
+                with serving(app, unlimited, without_redis, protected, fastapi, starlette):
+                    results["auth"] = measure_login(python, project, unlimited, settings.logins)
                     http = measure_http(groups, settings, pinning, run_id)
                     time.sleep(1.0)
                     if "startup" in options.only:

@@ -49,9 +49,13 @@ def log_in(base: str, **client: Any) -> dict[str, Any]:
     return tokens
 
 
+def mint_token(python: Path, project: Path, env: dict[str, str]) -> str:
+    """An access token for user 1 that may write, made by the project's own code with the
+    SECRET_KEY of `env`, without a login (no user row is needed to write)."""
+    return run([python, "-c", _MINT], project, env).stdout.strip()
+
+
 def writer_headers(server: Server) -> dict[str, str]:
-    """What a signed-in user sends to `server`, without a login: for load and fault tests,
-    whose server may have no database to log in against. The token is made by the
-    project's own Python (the server's first word) with the server's SECRET_KEY."""
-    token = run([Path(server.command[0]), "-c", _MINT], server.cwd, server.env).stdout.strip()
-    return {"Authorization": f"Bearer {token}"}
+    """What a signed-in user sends to `server`: for load and fault tests, whose server may
+    have no database to log in against. The server's first word is its Python."""
+    return {"Authorization": f"Bearer {mint_token(Path(server.command[0]), server.cwd, server.env)}"}
