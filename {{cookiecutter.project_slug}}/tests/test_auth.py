@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from pwdlib.hashers.argon2 import Argon2Hasher
 from pwdlib.hashers.bcrypt import BcryptHasher
 from pydantic import SecretStr
 from sqlalchemy import select, update
@@ -331,6 +332,45 @@ async def test_an_old_bcrypt_hash_logs_in_and_is_upgraded_to_argon2(
     assert logged_in.status_code == 200
     assert stored is not None
     assert stored.startswith("$argon2id$")
+
+
+async def test_an_argon2_hash_with_older_parameters_is_upgraded_at_login(
+    anonymous: httpx.AsyncClient, settings: Settings
+) -> None:
+    await create_user(settings, USER)
+    weaker = Argon2Hasher(time_cost=1, memory_cost=8 * 1024).hash(PASSWORD)
+    engine = create_async_engine(settings.database_url)
+    async with engine.begin() as connection:
+        await connection.execute(update(User).values(password_hash=weaker))
+
+    logged_in = await log_in(anonymous, USER)
+    async with engine.connect() as connection:
+        stored = await connection.scalar(select(User.password_hash))
+    await engine.dispose()
+
+    assert logged_in.status_code == 200
+    assert stored is not None
+    assert stored != weaker
+    assert not Argon2Hasher().check_needs_rehash(stored)
+
+
+async def test_the_docs_log_in_with_the_password_flow(anonymous: httpx.AsyncClient) -> None:
+    schemes = (await anonymous.get("/openapi.json")).json()["components"]["securitySchemes"]
+
+    assert list(schemes.values()) == [
+        {
+            "type": "oauth2",
+            "flows": {
+                "password": {
+                    "scopes": {
+                        "write": "Create, change and delete resources",
+                        "admin": "Manage API keys",
+                    },
+                    "tokenUrl": "/auth/token",
+                }
+            },
+        }
+    ]
 
 
 async def test_an_inactive_user_cannot_log_in_or_use_their_token(

@@ -9,13 +9,24 @@ from typing import Any
 
 import pytest
 import sentry_sdk
+{% if cookiecutter.use_auth %}
+from fastapi import Request
+{% endif %}
 from pydantic import SecretStr
 from sentry_sdk.utils import BadDsn, Dsn
 
 from app import __version__
+{% if cookiecutter.use_auth %}
+from app.auth.principal import USER_SCOPES
+from app.auth.tokens import issue_access_token
+from app.deps import PrincipalDep
+{% endif %}
 from app.main import create_app
 from app.sentry import init_sentry
 from app.settings import Settings, is_sentry_dsn
+{% if cookiecutter.use_auth %}
+from tests.auth import PASSWORD
+{% endif %}
 from tests.support import client_on
 
 
@@ -104,6 +115,36 @@ async def test_unhandled_errors_reach_sentry(settings: Settings, receiver: Recei
     assert not [name for name in traced if name.startswith("/health")]
 
 
+{% if cookiecutter.use_auth %}
+@pytest.mark.usefixtures("sentry_reset")
+async def test_tokens_and_passwords_never_reach_sentry(
+    settings: Settings, receiver: Receiver
+) -> None:
+    configured = settings.model_copy(update={"sentry_dsn": SecretStr(receiver.dsn())})
+    app = create_app(configured)
+    token = issue_access_token("1", USER_SCOPES, configured)
+
+    @app.post("/boom-signed-in")
+    async def boom(_principal: PrincipalDep, request: Request) -> None:
+        await request.form()
+        raise RuntimeError("reported with the request")
+
+    async with client_on(app) as client:
+        failed = await client.post(
+            "/boom-signed-in",
+            data={"password": PASSWORD},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    sentry_sdk.flush(timeout=5)
+
+    sent = json.dumps(receiver.items)
+    assert failed.status_code == 500
+    assert "reported with the request" in sent
+    assert token not in sent
+    assert PASSWORD not in sent
+
+
+{% endif %}
 def test_without_a_dsn_sentry_stays_off(settings: Settings) -> None:
     assert init_sentry(settings) is False
     assert not sentry_sdk.get_client().is_active()
