@@ -44,6 +44,7 @@ import yaml
 from websockets.sync.client import connect as websocket
 
 from toolkit import debian, images, podman
+from toolkit.auth import ADMIN_EMAIL, ADMIN_PASSWORD, log_in
 from toolkit.bakery import CACHE_DIR, find_python, render_pyproject
 from toolkit.deploy import (
     CONTAINER_TARGETS,
@@ -752,6 +753,20 @@ def test_the_container_runs_as_the_platform_runs_it(
                 assert ready.status_code == 200, ready.text
                 checks = ready.json()["checks"]
                 assert checks["database"]["status"] == checks["redis"]["status"] == "ok", checks
+                # The README's first admin, made in the running container as `kubectl exec`,
+                # `fly ssh console`, `railway ssh` or Render's shell do; then a signed-in write.
+                made = docker(
+                    "exec",
+                    *("--env", f"ADMIN_PASSWORD={ADMIN_PASSWORD}", container),
+                    *("python", "-m", "app.auth", "create-admin", "--email", ADMIN_EMAIL),
+                )
+                assert made.stdout == f"Created the admin {ADMIN_EMAIL}\n", made.stdout + made.stderr
+                token = log_in(base, headers={"Host": plan.host})["access_token"]
+                signed_in = {"Host": plan.host, "Authorization": f"Bearer {token}"}
+                written = httpx.post(
+                    f"{base}/items", json={"name": "from the image"}, headers=signed_in, timeout=10
+                )
+                assert written.status_code == 201, written.text
                 with socketio_client(plan.port, plan.public_host):
                     started = time.monotonic()
                     docker("stop", "--time", str(int(plan.grace)), container, timeout=plan.grace + 30)

@@ -69,3 +69,16 @@ def test_a_bad_email_or_short_password_is_refused_in_one_line(settings: Settings
     assert short.stderr.startswith("Refused: the password: ")
     assert "hunter2" not in short.stderr
     assert len(short.stderr.splitlines()) == 1
+
+
+def test_an_unreachable_database_is_one_line_without_the_url(settings: Settings) -> None:
+    down = settings.model_copy(
+        update={"database_url": "postgresql+asyncpg://app:hunter22@127.0.0.1:9/app"}
+    )
+
+    result = create_admin(down, "--email", "admin@example.com", ADMIN_PASSWORD=PASSWORD)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("Cannot create the admin (")
+    assert len(result.stderr.splitlines()) == 1
+    assert "hunter22" not in result.stderr

@@ -12,6 +12,7 @@ import sys
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth.models import User
 from app.auth.passwords import hash_password
@@ -66,7 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
     email = checked("--email", TypeAdapter(Email), arguments.email)
     password = checked("the password", TypeAdapter(Password), read_password())
-    if asyncio.run(create_admin(email, password)):
+    try:
+        created = asyncio.run(create_admin(email, password))
+    except (OSError, SQLAlchemyError) as error:
+        # The type only: a message can hold the database URL and its password.
+        raise SystemExit(
+            f"Cannot create the admin ({type(error).__name__}): is the database up and migrated?"
+        ) from None
+    if created:
         print(f"Created the admin {email}")
     else:
         print(f"{email} exists already: nothing was changed")

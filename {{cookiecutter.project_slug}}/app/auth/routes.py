@@ -176,6 +176,7 @@ async def refresh(
         return refused("Refresh token expired, revoked or already used")
     user = await session.get(User, rotated.user_id)
     if user is None or not user.is_active:
+        await sessions.end_every_session(session, rotated.user_id)
         return refused("Refresh token expired, revoked or already used")
     return tokens_response(user, rotated.refresh_token, settings, response)
 
