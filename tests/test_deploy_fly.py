@@ -81,3 +81,10 @@ def test_migrations_take_the_direct_url_past_a_transaction_pooler(
         run(release, tree, env | {"MIGRATION_DATABASE_URL": platform_url(database, "postgresql")})
 
         assert_at_head(venv, project, database)
+
+
+def test_the_readme_leads_with_managed_postgres(bakery: Any) -> None:
+    readme = (bakery(deploy_target="fly") / "README.md").read_text()
+
+    assert readme.index("fly mpg create") < readme.index("fly postgres create")
+    assert "DB_PGBOUNCER" in readme
