@@ -3,7 +3,8 @@
 FastAPI's own handler echoes each invalid input back, and fails with a 500 on
 input that JSON cannot carry: NaN and infinities (`1e999`), lone surrogates
 (`"\\ud800"`), bytes that are not UTF-8, or nesting deep enough to exhaust the
-encoder. This handler keeps the same answer, with such input made printable.
+encoder. This handler keeps the same answer, with such input made printable, and
+never echoes what was sent for a field whose name says it is secret.
 """
 
 import math
@@ -16,6 +17,9 @@ from fastapi.responses import JSONResponse
 
 # Parts of an echoed input nested deeper than this are shown as "...".
 MAX_ECHO_DEPTH = 16
+# A field whose name holds one of these is never echoed: a password or a token in
+# a 422 body would reach whatever logs or caches error answers.
+SECRET_WORDS = ("password", "secret", "token", "key")
 
 
 def printable(value: Any, depth: int = 0) -> Any:
@@ -35,7 +39,16 @@ def printable(value: Any, depth: int = 0) -> Any:
     return value
 
 
+def is_secret(location: Any) -> bool:
+    field = str(location[-1]).lower() if isinstance(location, list | tuple) and location else ""
+    return any(word in field for word in SECRET_WORDS)
+
+
 async def request_validation_failed(_request: Request, error: Exception) -> JSONResponse:
     """422 with the list of problems, each naming where it is (`loc`) and what is wrong (`msg`)."""
     problems = error.errors() if isinstance(error, RequestValidationError) else []
-    return JSONResponse({"detail": jsonable_encoder(printable(problems))}, status_code=422)
+    shown = [
+        {**problem, "input": "[hidden]"} if is_secret(problem.get("loc")) else problem
+        for problem in problems
+    ]
+    return JSONResponse({"detail": jsonable_encoder(printable(shown))}, status_code=422)

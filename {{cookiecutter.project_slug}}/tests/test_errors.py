@@ -2,7 +2,7 @@
 
 import pytest
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.errors import MAX_ECHO_DEPTH, printable
 from app.main import create_app
@@ -75,3 +75,24 @@ async def test_malformed_bodies_are_4xx_json(settings: Settings) -> None:
         assert 400 <= answer.status_code < 500, answer.text
         assert answer.headers["content-type"] == "application/json"
         assert answer.json()["detail"]
+
+
+async def test_422_never_echoes_a_secret_field(settings: Settings) -> None:
+    app = create_app(settings)
+
+    class Login(BaseModel):
+        name: str = Field(max_length=3)
+        password: str = Field(max_length=3)
+        api_key: str = Field(max_length=3)
+
+    @app.post("/login")
+    async def login(_login: Login) -> None:
+        """Never reached: every field is too long."""
+
+    async with client_on(app) as client:
+        response = await client.post(
+            "/login", json={"name": "visible", "password": "hunter22", "api_key": "sk_sesame"}
+        )
+
+    inputs = {problem["loc"][-1]: problem["input"] for problem in response.json()["detail"]}
+    assert inputs == {"name": "visible", "password": "[hidden]", "api_key": "[hidden]"}
