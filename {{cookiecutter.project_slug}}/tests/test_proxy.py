@@ -47,6 +47,30 @@ async def seen(
     return captured["client"], captured["scheme"]  # type: ignore[return-value]
 
 
+async def test_the_servers_access_log_sees_the_same_client() -> None:
+    """uvicorn logs the client of the scope it made: the middleware changes that scope
+    itself, not a copy, so the log line and the rate limits name the same address."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        pass
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        pass
+
+    server_scope: Scope = {
+        "type": "http",
+        "client": (EDGE, 50000),
+        "scheme": "http",
+        "headers": [(b"x-forwarded-for", b"6.6.6.6, 192.0.2.9")],
+    }
+    await ForwardedMiddleware(app, proxied())(server_scope, receive, send)
+
+    assert server_scope["client"][0] == "192.0.2.9"
+
+
 @pytest.mark.parametrize(
     ("hops", "expected"),
     [(1, "192.0.2.3"), (2, "192.0.2.2"), (3, "192.0.2.1"), (4, "192.0.2.1"), (9, "192.0.2.1")],
