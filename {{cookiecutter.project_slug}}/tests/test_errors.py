@@ -83,7 +83,7 @@ async def test_422_never_echoes_a_secret_field(settings: Settings) -> None:
     class Login(BaseModel):
         name: str = Field(max_length=3)
         password: str = Field(max_length=3)
-        api_key: str = Field(max_length=3)
+        secret_key: str = Field(max_length=3)
 
     @app.post("/login")
     async def login(_login: Login) -> None:
@@ -91,8 +91,8 @@ async def test_422_never_echoes_a_secret_field(settings: Settings) -> None:
 
     async with client_on(app) as client:
         response = await client.post(
-            "/login", json={"name": "visible", "password": "hunter22", "api_key": "sk_sesame"}
+            "/login", json={"name": "visible", "password": "hunter22", "secret_key": "sesame"}
         )
 
     inputs = {problem["loc"][-1]: problem["input"] for problem in response.json()["detail"]}
-    assert inputs == {"name": "visible", "password": "[hidden]", "api_key": "[hidden]"}
+    assert inputs == {"name": "visible", "password": "[hidden]", "secret_key": "[hidden]"}

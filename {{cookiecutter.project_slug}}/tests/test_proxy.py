@@ -49,7 +49,7 @@ async def seen(
 
 async def test_the_servers_access_log_sees_the_same_client() -> None:
     """uvicorn logs the client of the scope it made: the middleware changes that scope
-    itself, not a copy, so the log line and the rate limits name the same address."""
+    itself, not a copy, so the log line and the app name the same address."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         pass

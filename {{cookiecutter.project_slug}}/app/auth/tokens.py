@@ -30,8 +30,8 @@ class AccessClaims:
 
 
 def signing_key(secret_key: str) -> bytes:
-    """A key for JWTs alone, derived from SECRET_KEY: the same secret signs nothing else
-    with it, and the key is always 32 bytes, however short SECRET_KEY is in development."""
+    """A key for JWTs alone, derived from SECRET_KEY (so nothing else is signed with the
+    same key), and always 32 bytes, however short SECRET_KEY is in development."""
     return hmac.new(secret_key.encode(), b"access-token", hashlib.sha256).digest()
 
 
