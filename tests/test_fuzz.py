@@ -53,8 +53,10 @@ def test_generated_requests_get_no_5xx_and_json_errors(
             # Signed in, so the protected routes are fuzzed past their token check.
             "--header",
             f"Authorization: {signed_in['Authorization']}",
+            # One worker: with two threads, hypothesis' description of schemathesis' filters
+            # (a shared cache of lambda sources) crashed once in CI with an internal error.
             "--workers",
-            "2",
+            "1",
             "--generation-allow-x00",
             "true",
             "--no-color",
