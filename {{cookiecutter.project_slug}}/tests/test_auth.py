@@ -51,6 +51,12 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def signed_in_admin(client: httpx.AsyncClient, settings: Settings) -> dict[str, str]:
+    """The headers of an admin who just logged in."""
+    await create_user(settings, ADMIN, superuser=True)
+    return bearer((await tokens(client, ADMIN))["access_token"])
+
+
 def forged(settings: Settings, **changes: object) -> str:
     """An access token for user 1 with `changes` to its claims, signed with the real key."""
     now = datetime.now(UTC)
@@ -235,8 +241,7 @@ async def test_tokens_signed_with_the_previous_key_count_during_a_rotation(
 async def test_api_keys_are_shown_once_scoped_and_revocable(
     anonymous: httpx.AsyncClient, settings: Settings
 ) -> None:
-    await create_user(settings, ADMIN, superuser=True)
-    admin = bearer((await tokens(anonymous, ADMIN))["access_token"])
+    admin = await signed_in_admin(anonymous, settings)
 
     made = await anonymous.post(
         "/auth/api-keys", json={"name": "deploy bot", "scopes": ["write"]}, headers=admin
@@ -264,8 +269,7 @@ async def test_api_keys_are_shown_once_scoped_and_revocable(
 async def test_a_key_with_a_wrong_secret_or_a_made_up_prefix_is_refused(
     anonymous: httpx.AsyncClient, settings: Settings
 ) -> None:
-    await create_user(settings, ADMIN, superuser=True)
-    admin = bearer((await tokens(anonymous, ADMIN))["access_token"])
+    admin = await signed_in_admin(anonymous, settings)
     made = await anonymous.post(
         "/auth/api-keys", json={"name": "bot", "scopes": ["write"]}, headers=admin
     )
