@@ -30,6 +30,8 @@ FEATURE_PATHS: dict[str, list[str]] = {
         "deploy/helm/{{cookiecutter.project_slug}}/templates/migrate-job.yaml",
         "deploy/vm/systemd/{{cookiecutter.project_slug}}-migrate.service",
         "scripts/migrate",
+        "deploy/compose/backup",
+        "deploy/compose/restore",
     ],
     "use_redis": [
         "app/cache.py",
@@ -77,7 +79,7 @@ REPLACED_PATHS: dict[str, list[str]] = {
 
 # Deploy target -> paths that exist only for that target.
 TARGET_PATHS: dict[str, list[str]] = {
-    "docker-compose": ["Dockerfile", "compose.prod.yaml", "Caddyfile"],
+    "docker-compose": ["Dockerfile", "compose.prod.yaml", "Caddyfile", "deploy/compose"],
     "railway": ["Dockerfile", ".railway"],
     "cloud-run": ["deploy/cloud-run", "Dockerfile"],
     "kubernetes": ["deploy/helm", "Dockerfile"],

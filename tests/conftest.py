@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from toolkit import docker as docker_engine
+from toolkit import images
 from toolkit.bakery import DATABASE_URL, REDIS_URL, bake, superset_dependencies, venv_for
 from toolkit.deploy import fresh_database
 from toolkit.features import DEFAULT_PYTHON
@@ -96,6 +97,11 @@ class Bakery:
 @pytest.fixture(scope="session")
 def bakery(tmp_path_factory: pytest.TempPathFactory) -> Bakery:
     return Bakery(tmp_path_factory.mktemp("bakes"))
+
+
+@pytest.fixture(scope="session")
+def app_images(docker: docker_engine.Docker, bakery: Bakery) -> images.AppImages:
+    return images.AppImages(docker, bakery)
 
 
 @pytest.fixture

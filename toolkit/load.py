@@ -86,10 +86,13 @@ class Traffic:
         room: str = "load",
         writers: int = 0,
         headers: dict[str, str] | None = None,
+        tls: ssl.SSLContext = _TLS,
     ) -> None:
         """`writers` of the clients only create items, so they run into the route's own limit;
-        `headers` go with every request (a signed-in user's, for the writes)."""
+        `headers` go with every request (a signed-in user's, for the writes); `tls` verifies
+        an HTTPS server (a proxy's own authority, say)."""
         self.base = base
+        self.tls = tls
         self.headers = headers or {}
         self.timeout = timeout
         self.room = room
@@ -139,7 +142,7 @@ class Traffic:
     def _client(self) -> httpx.AsyncClient:
         # One client (one connection) per virtual client: httpx's pool costs about 15 ms
         # of CPU per request once it holds 100 connections, 1 ms with one.
-        return httpx.AsyncClient(base_url=self.base, timeout=self.timeout, verify=_TLS, headers=self.headers)
+        return httpx.AsyncClient(base_url=self.base, timeout=self.timeout, verify=self.tls, headers=self.headers)
 
     async def _virtual_client(self, vc: VirtualClient) -> None:
         ops, weights = zip(*vc.mix.items(), strict=True)
@@ -229,12 +232,16 @@ async def probe(base: str, path: str, stop: asyncio.Event, interval: float = 0.2
 
 
 async def write_probe(
-    base: str, stop: asyncio.Event, headers: dict[str, str], interval: float = 0.2
+    base: str,
+    stop: asyncio.Event,
+    headers: dict[str, str],
+    interval: float = 0.2,
+    tls: ssl.SSLContext = _TLS,
 ) -> list[Sample]:
     """POST /items every `interval` seconds until `stop` is set, each from an address of its
-    own, so the route's rate limit never refuses one."""
+    own, so the route's rate limit never refuses one (where the service believes it)."""
     samples: list[Sample] = []
-    async with httpx.AsyncClient(base_url=base, timeout=10, verify=_TLS, headers=headers) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=10, verify=tls, headers=headers) as client:
         while not stop.is_set():
             n = len(samples)
             sample = Sample("create", time.monotonic(), 0.0)
