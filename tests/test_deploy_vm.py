@@ -53,7 +53,7 @@ VM = [
 def units(project: Path) -> list[str]:
     names = [f"{SLUG}@8000.service"]
     if (project / "deploy" / "vm" / "systemd" / f"{SLUG}-migrate.service").exists():
-        names.append(f"{SLUG}-migrate.service")
+        names += [f"{SLUG}-migrate.service", f"{SLUG}-backup.service", f"{SLUG}-backup.timer"]
     return names
 
 
@@ -67,6 +67,7 @@ def systemd_root(project: Path, tmp_path: Path) -> Path:
     for executable in (
         f"opt/{SLUG}/current/.venv/bin/gunicorn",
         f"opt/{SLUG}/current/scripts/migrate",
+        f"opt/{SLUG}/current/deploy/vm/backup",
         "bin/kill",
     ):
         path = root / executable
@@ -136,7 +137,7 @@ def test_vm_files_pass_their_validators(
     # systemd: both tools exit 0 on unknown keys, so any output at all fails.
     verify = run(["systemd-analyze", "verify", f"--root={root}", *units(project)], tmp_path)
     assert verify.stdout + verify.stderr == ""
-    for unit in units(project):
+    for unit in [name for name in units(project) if name.endswith(".service")]:
         security = run(
             ["systemd-analyze", "security", "--offline=true", f"--root={root}", "--threshold=15", unit],
             tmp_path,
@@ -160,7 +161,7 @@ def test_vm_files_pass_their_validators(
     assert ports["nginx"] == ports["install.sh"] == ports["supervisor"], ports
     assert len(ports["nginx"]) == (2 if "ip_hash" in site else 1)
 
-    shellcheck(vm / "install.sh")
+    shellcheck(*[vm / name for name in ("install.sh", "backup", "restore") if (vm / name).exists()])
 
     # gunicorn: its own check, the worker class importable, the bind address.
     bin_dir = venv / "bin"
@@ -273,6 +274,7 @@ sandbox=$1
 shift
 mount --bind "$sandbox/opt" /opt
 mount --bind "$sandbox/nginx-logs" /var/log/nginx
+mount --bind "$sandbox/backups" /var/backups
 mount -t overlay overlay -o "lowerdir=/etc,upperdir=$sandbox/etc,workdir=$sandbox/etc-work" /etc
 mkdir -p /etc/supervisor/conf.d /etc/nginx/sites-available /etc/nginx/sites-enabled
 exec "$@"
@@ -315,7 +317,7 @@ class Installer:
 
     def __init__(self, project: Path, venv: Path, tmp_path: Path) -> None:
         self.project, self.root = project, tmp_path / "sandbox"
-        for name in ("opt", "etc", "etc-work", "nginx-logs", "bin"):
+        for name in ("opt", "etc", "etc-work", "nginx-logs", "backups", "bin"):
             (self.root / name).mkdir(parents=True)
         for name in ("systemctl", "supervisorctl", "useradd", "runuser"):
             (self.root / "bin" / name).write_text(STUB)
@@ -406,6 +408,9 @@ def test_vm_install_script_installs_updates_and_rolls_back(bakery: Any, venv: Pa
     assert calls.index("systemctl daemon-reload") < migrate < calls.index(restarts[0])
     assert calls.index(restarts[0]) < calls.index("python - 8000") < calls.index(restarts[1])
     assert calls[-1] == "systemctl reload nginx"
+    assert calls.index(restarts[-1]) < calls.index(f"systemctl enable --quiet --now {SLUG}-backup.timer")
+    backups = (install.root / "backups" / SLUG).stat()
+    assert (backups.st_uid, backups.st_mode & 0o777) == (10001, 0o700)
     assert (etc / "systemd" / "system" / f"{SLUG}@.service").exists()
     site = etc / "nginx" / "sites-available" / f"{SLUG}.conf"
     assert (
@@ -419,6 +424,7 @@ def test_vm_install_script_installs_updates_and_rolls_back(bakery: Any, venv: Pa
     assert (etc / SLUG / f"{SLUG}.env").read_text() == settings
     assert site.read_text().endswith("# managed by Certbot\n")
     assert "differs" in update.stdout
+    assert "systemctl reload nginx" not in install.calls, "no reload: it would drop idle client connections"
     assert len(install.releases) == 2 and install.current == install.releases[-1]
 
     # A failed migration leaves the previous release current and the servers alone.

@@ -212,6 +212,8 @@ else
     install -m 0644 "$source_dir/deploy/vm/systemd/$APP@.service" /etc/systemd/system/
 {% if cookiecutter.use_postgres %}
     install -m 0644 "$source_dir/deploy/vm/systemd/$APP-migrate.service" /etc/systemd/system/
+    install -m 0644 "$source_dir/deploy/vm/systemd/$APP-backup.service" \
+        "$source_dir/deploy/vm/systemd/$APP-backup.timer" /etc/systemd/system/
 {% endif %}
     systemctl daemon-reload
 fi
@@ -238,6 +240,14 @@ fi
 {% endif %}
 
 restart_servers
+{% if cookiecutter.use_postgres %}
+
+if [[ $manager == systemd ]]; then
+    log "nightly backups into /var/backups/$APP"
+    install -d -m 0700 -o "$APP" -g "$APP" "/var/backups/$APP"
+    systemctl enable --quiet --now "$APP-backup.timer"
+fi
+{% endif %}
 
 site=/etc/nginx/sites-available/$APP.conf
 if [[ ! -f $site ]]; then
@@ -245,11 +255,13 @@ if [[ ! -f $site ]]; then
     log "nginx site $site"
     install -m 0644 "$source_dir/deploy/vm/nginx/$APP.conf" "$site"
     ln -sfn "$site" "/etc/nginx/sites-enabled/$APP.conf"
+    nginx -t
+    systemctl reload nginx
 elif ! cmp -s "$source_dir/deploy/vm/nginx/$APP.conf" "$site"; then
+    # Not reloaded otherwise: a reload closes clients' idle keep-alive connections,
+    # and a request sent on one at that moment fails.
     log "note: $site differs from deploy/vm/nginx/$APP.conf; merge changes by hand"
 fi
-nginx -t
-systemctl reload nginx
 
 log "removing all but the $KEEP_RELEASES newest releases"
 find "$PREFIX/releases" -mindepth 1 -maxdepth 1 -type d | sort | head -n "-$KEEP_RELEASES" |
