@@ -28,6 +28,7 @@ FEATURE_PATHS: dict[str, list[str]] = {
         "tests/test_migrations.py",
         "deploy/cloud-run/migrate-job.yaml",
         "deploy/helm/{{cookiecutter.project_slug}}/templates/migrate-job.yaml",
+        "deploy/helm/{{cookiecutter.project_slug}}/templates/backup-cronjob.yaml",
         "deploy/vm/systemd/{{cookiecutter.project_slug}}-migrate.service",
         "deploy/vm/systemd/{{cookiecutter.project_slug}}-backup.service",
         "deploy/vm/systemd/{{cookiecutter.project_slug}}-backup.timer",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import re
+import secrets
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
+from toolkit import services
 from toolkit.deploy import (
     BIN,
     SLUG,
@@ -33,8 +36,9 @@ from toolkit.deploy import (
     venv_env,
     yamllint,
 )
+from toolkit.docker import Docker
 from toolkit.features import ALL_OFF, ROOT
-from toolkit.processes import run
+from toolkit.processes import free_port, run
 
 GROUP = bake_group(deploy_target="kubernetes")
 KUBERNETES = [
@@ -74,7 +78,8 @@ def test_helm_chart_lints_and_renders_valid_manifests(
     assert result.stdout.count("passed for resource") == len(kinds) - 1
     assert set(kinds) == {
         "ConfigMap", "Secret", "ServiceAccount", "Service", "Deployment", "HTTPRoute",
-        "HorizontalPodAutoscaler", "PodDisruptionBudget", *(["Job"] if postgres else []),
+        "HorizontalPodAutoscaler", "PodDisruptionBudget",
+        *(["Job", "CronJob", "PersistentVolumeClaim"] if postgres else []),
     }  # fmt: skip
     pod = kinds["Deployment"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -247,6 +252,7 @@ def test_helm_chart_options_render_valid_manifests(bakery: Any, tmp_path: Path) 
         "httpRoute": {"enabled": False},
         "serviceAccount": {"create": False},
         "migrations": {"enabled": False},
+        "backup": {"enabled": False},
         "replicaCount": 3,
         "imagePullSecrets": [{"name": "registry"}],
         "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -333,3 +339,73 @@ def test_helm_migration_job_migrates_with_the_charts_settings(
     run(image_command(job_container["command"], project), project, env)
 
     assert_migrated(venv / "bin" / "python", project, env)
+
+
+@pytest.mark.containers
+@pytest.mark.xdist_group(GROUP)
+def test_the_backup_cronjob_dumps_what_the_readmes_restore_puts_back(
+    bakery: Any, venv: Path, docker: Docker, tmp_path: Path
+) -> None:
+    """The CronJob's container run as a kubelet runs it (image, command, env, user, read-only
+    root, the volume at /backups), on the postgres image's stand-in, against a PostgreSQL of
+    the image's major version; then the README's pg_restore, from the same image, into the
+    emptied database."""
+    services.service_images(docker)
+    port = free_port()
+    password = secrets.token_hex(8)
+    server = docker(
+        "run", "--detach", "--publish", f"127.0.0.1:{port}:5432",
+        "--env", f"POSTGRES_PASSWORD={password}", "postgres:17-alpine",
+    ).stdout.strip()  # fmt: skip
+    try:
+        database = f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
+        for _ in range(60):
+            if docker("exec", server, "pg_isready", "-h", "127.0.0.1", check=False).returncode == 0:
+                break
+            time.sleep(0.5)
+        backup_and_restore(bakery, venv, docker, tmp_path, database)
+    finally:
+        docker("rm", "--force", server, check=False)
+
+
+def backup_and_restore(bakery: Any, venv: Path, docker: Docker, tmp_path: Path, database: str) -> None:
+    project = bakery(deploy_target="kubernetes")
+    kinds = by_kind(render_chart(project, chart_values(**secret_values({}, database_url=database))))
+    assert kinds["PersistentVolumeClaim"]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    pod = kinds["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [kinds["PersistentVolumeClaim"]["metadata"]["name"]]
+    job = kinds["Job"]["spec"]["template"]["spec"]["containers"][0]
+    settings = dict(kinds["ConfigMap"]["data"])
+    settings |= {key: base64.b64decode(value).decode() for key, value in kinds["Secret"]["data"].items()}
+    run(image_command(job["command"], project), project, venv_env(venv, **settings))
+    psql = ["psql", database, "-XAtq", "-c"]
+    rows = "INSERT INTO items (name, description) SELECT 'row ' || n, '' FROM generate_series(1, 300) n"
+    run([*psql, rows], tmp_path)
+    checksum = "SELECT count(*) || md5(string_agg(id || name, ',' ORDER BY id)) FROM items"
+    before = run([*psql, checksum], tmp_path).stdout
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    backups.chmod(0o777)
+    user = pod["securityContext"]
+    env = {entry["name"]: entry.get("value", "") for entry in container["env"]}
+    env["DATABASE_URL"] = settings[container["env"][0]["valueFrom"]["secretKeyRef"]["key"]]
+
+    def in_the_image(*command: str) -> str:
+        return docker(
+            "run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp",
+            "--user", f"{user['runAsUser']}:{user['runAsGroup']}",
+            "--volume", f"{backups}:/backups",
+            *[part for key, value in env.items() for part in ("--env", f"{key}={value}")],
+            "--entrypoint", command[0], container["image"], *command[1:],
+        ).stdout  # fmt: skip
+
+    written = in_the_image(*container["command"])
+    [dump] = backups.glob("*.dump")
+    assert f"backup: wrote /backups/{dump.name}" in written
+    run([*psql, "DROP SCHEMA public CASCADE; CREATE SCHEMA public"], tmp_path)
+    restore = re.search(r"^pg_restore .*$", (project / "README.md").read_text(), re.MULTILINE)
+    assert restore, "the README's restore command"
+    in_the_image("sh", "-c", restore.group(0).replace("<file>", dump.name))
+    assert run([*psql, checksum], tmp_path).stdout == before
