@@ -167,11 +167,13 @@ def stack_env(docker: Docker, home: Path, project_name: str, files: str) -> dict
     )
 
 
-def derived_image(docker: Docker, base: str, tag: str, migrations: dict[str, str], work: Path) -> str:
-    """`base` with more migration files: a later release of the same service."""
+def derived_image(
+    docker: Docker, base: str, tag: str, migrations: dict[str, str], work: Path, extra: tuple[str, ...] = ()
+) -> str:
+    """`base` with more migration files (and `extra` instructions): a later release."""
     context = work / tag.replace(":", "-")
     context.mkdir()
-    lines = [f"FROM {base}"]
+    lines = [f"FROM {base}", *extra]
     for name, text in migrations.items():
         (context / name).write_text(text)
         lines.append(f"COPY {name} /app/migrations/versions/")
@@ -194,8 +196,12 @@ def stack_images(
     docker("tag", built.tag, v1)
     v2 = derived_image(docker, v1, f"my-service:v2-{run_id}", {"0003_new_table.py": NEW_TABLE}, work)
     v3 = derived_image(docker, v2, f"my-service:v3-{run_id}", {"0004_failing.py": FAILING}, work)
-    yield {"v1": v1.split(":")[1], "v2": v2.split(":")[1], "v3": v3.split(":")[1]}
-    for tag in (v1, v2, v3):
+    sick = derived_image(
+        docker, v2, f"my-service:sick-{run_id}", {}, work, ("HEALTHCHECK --retries=1 CMD false",)
+    )
+    tags = {"v1": v1, "v2": v2, "v3": v3, "sick": sick}
+    yield {name: tag.split(":")[1] for name, tag in tags.items()}
+    for tag in tags.values():
         docker("image", "rm", tag, check=False)
 
 
@@ -363,6 +369,25 @@ def test_a_release_whose_migration_fails_leaves_the_previous_version_serving(
     assert app_images_serving(stack) == [f"my-service:{v2}"]
     assert stack.psql("SELECT version_num FROM alembic_version") == "0003"
     assert f"APP_VERSION={v2}\n" in (stack.project / ".env").read_text()
+
+
+def test_a_release_whose_containers_stay_unhealthy_is_removed_and_the_previous_one_serves(
+    stack: Stack, stack_images: dict[str, str]
+) -> None:
+    before = set(stack.containers("app"))
+    serving = app_images_serving(stack)
+
+    released, samples = samples_under_traffic(
+        stack,
+        lambda: stack.script("deploy/compose/release", "--no-build", stack_images["sick"], check=False),
+        admin_headers(stack),
+    )
+
+    assert released.returncode == 1
+    assert "release: a new container is unhealthy" in released.stderr
+    assert released.stderr.endswith("removing the new containers: the running version keeps serving\n")
+    assert failures(samples) == [], failures(samples)[:5]
+    assert set(stack.containers("app")) == before and app_images_serving(stack) == serving
 
 
 @contextlib.contextmanager
