@@ -16,7 +16,6 @@ signs for `localhost`), and the official images themselves.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -32,14 +31,14 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.sync.client import connect as websocket
 
 from toolkit import images, services
 from toolkit.auth import ADMIN_EMAIL, ADMIN_PASSWORD, log_in
 from toolkit.deploy import docker_config, secret
 from toolkit.docker import Docker
 from toolkit.features import DEFAULT_PYTHON
-from toolkit.load import Sample, Traffic, write_probe
+from toolkit.live import socketio_client
+from toolkit.load import Sample, Traffic, around, write_probe
 from toolkit.processes import clean_env, free_port, run
 
 pytestmark = [pytest.mark.containers, pytest.mark.xdist_group("compose-stack")]
@@ -186,8 +185,8 @@ def derived_image(
 def stack_images(
     docker: Docker, app_images: images.AppImages, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    """The stand-ins, and three versions of the app: v1, v2 (a new table), v3 (v2 and a
-    migration that fails)."""
+    """The stand-ins, and versions of the app: v1, v2 (a new table), v3 (v2 and a migration
+    that fails), sick (v2 with a health check that fails)."""
     services.service_images(docker)
     built = app_images(DEFAULT_PYTHON)
     work = tmp_path_factory.mktemp("releases")
@@ -209,7 +208,8 @@ def stack_images(
 def stack(
     docker: Docker, bakery: Any, stack_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    """The production stack of the default docker-compose project, not started yet."""
+    """The production stack of the default docker-compose project, started as the README
+    says (its first release and first admin), and taken down at the end."""
     project = shutil.copytree(
         bakery(deploy_target="docker-compose"), tmp_path_factory.mktemp("stack") / "app"
     )
@@ -243,27 +243,20 @@ def stack(
         built.down()
 
 
-def samples_under_traffic(stack: Stack, action: Any, headers: dict[str, str]) -> tuple[Any, list[Sample]]:
-    """Run `action()` (blocking) while readers and a writer send requests through the
-    proxy; its result, and every request's sample."""
-
-    async def scenario() -> tuple[Any, list[Sample]]:
-        assert stack.tls
-        traffic = Traffic(stack.base, clients=8, network=1, mix=RELEASE_MIX, timeout=20, tls=stack.tls)
-        stop = asyncio.Event()
-        load = asyncio.create_task(traffic.run())
-        writes = asyncio.create_task(write_probe(stack.base, stop, headers, tls=stack.tls))
-        await asyncio.sleep(1)
-        try:
-            result = await asyncio.to_thread(action)
-            await asyncio.sleep(2)
-        finally:
-            traffic.stop.set()
-            stop.set()
-            await load
-        return result, traffic.samples + await writes
-
-    return asyncio.run(scenario())
+def release_under_traffic(
+    stack: Stack, version: str, check: bool = True
+) -> tuple[subprocess.CompletedProcess[str], list[Sample]]:
+    """`deploy/compose/release --no-build VERSION` while readers and a signed-in writer send
+    requests through the proxy; its output, and every request's sample."""
+    assert stack.tls
+    headers = admin_headers(stack)
+    traffic = Traffic(stack.base, clients=8, network=1, mix=RELEASE_MIX, timeout=20, tls=stack.tls)
+    return around(
+        traffic,
+        lambda: stack.script("deploy/compose/release", "--no-build", version, check=check),
+        after=2,
+        probe=lambda stop: write_probe(stack.base, stop, headers, tls=stack.tls),
+    )
 
 
 def failures(samples: list[Sample]) -> list[Sample]:
@@ -325,11 +318,7 @@ def test_a_release_migrates_first_then_replaces_the_app_and_fails_no_request(
     v1, v2 = stack_images["v1"], stack_images["v2"]
     before = set(stack.containers("app"))
 
-    released, samples = samples_under_traffic(
-        stack,
-        lambda: stack.script("deploy/compose/release", "--no-build", v2),
-        admin_headers(stack),
-    )
+    released, samples = release_under_traffic(stack, v2)
 
     assert failures(samples) == [], failures(samples)[:5]
     assert len(samples) > 200 and {s.op for s in samples} == {"ready", "health", "list", "create"}
@@ -353,11 +342,7 @@ def test_a_release_whose_migration_fails_leaves_the_previous_version_serving(
     v2, v3 = stack_images["v2"], stack_images["v3"]
     before = set(stack.containers("app"))
 
-    released, samples = samples_under_traffic(
-        stack,
-        lambda: stack.script("deploy/compose/release", "--no-build", v3, check=False),
-        admin_headers(stack),
-    )
+    released, samples = release_under_traffic(stack, v3, check=False)
 
     assert released.returncode == 1
     assert "RuntimeError: this migration fails on purpose" in released.stderr
@@ -377,11 +362,7 @@ def test_a_release_whose_containers_stay_unhealthy_is_removed_and_the_previous_o
     before = set(stack.containers("app"))
     serving = app_images_serving(stack)
 
-    released, samples = samples_under_traffic(
-        stack,
-        lambda: stack.script("deploy/compose/release", "--no-build", stack_images["sick"], check=False),
-        admin_headers(stack),
-    )
+    released, samples = release_under_traffic(stack, stack_images["sick"], check=False)
 
     assert released.returncode == 1
     assert "release: a new container is unhealthy" in released.stderr
@@ -393,11 +374,7 @@ def test_a_release_whose_containers_stay_unhealthy_is_removed_and_the_previous_o
 @contextlib.contextmanager
 def socketio_listener(stack: Stack, room: str) -> Iterator[Any]:
     """A Socket.IO client on the WebSocket transport, through Caddy, joined to `room`."""
-    url = f"wss://localhost:{stack.port}/socket.io/?EIO=4&transport=websocket"
-    with websocket(url, ssl=stack.tls, open_timeout=10, close_timeout=1) as client:
-        assert client.recv(timeout=10).startswith("0"), "Engine.IO open packet"
-        client.send("40")
-        assert client.recv(timeout=10).startswith("40"), "Socket.IO connected"
+    with socketio_client(stack.base.replace("https://", "wss://", 1), ssl=stack.tls) as client:
         client.send(f'420["join",{{"room":"{room}"}}]')
         assert client.recv(timeout=10).startswith("430"), "the join was acknowledged"
         yield client
@@ -410,9 +387,7 @@ def test_two_replicas_serve_behind_the_proxy_and_socketio_reaches_every_client(
     WebSocket-only transport in .env, then a release of the running version."""
     v2 = stack_images["v2"]
     stack.set_env(APP_REPLICAS="2", SOCKETIO_TRANSPORTS="websocket")
-    released, samples = samples_under_traffic(
-        stack, lambda: stack.script("deploy/compose/release", "--no-build", v2), admin_headers(stack)
-    )
+    released, samples = release_under_traffic(stack, v2)
     assert failures(samples) == [], failures(samples)[:5]
     assert "starting 2 new app container(s)" in released.stderr
     replicas = [c for c in stack.containers("app").values() if c["State"]["Running"]]

@@ -324,6 +324,12 @@ def test_validators_reject_what_they_should(bakery: Any, tmp_path: Path) -> None
             validate(a_clusters_gateway(**broken_listener), "gateway-gateway")
 
 
+def chart_settings(kinds: dict[str, Any]) -> dict[str, str]:
+    """The environment the chart gives its pods: the ConfigMap's data and the Secret's."""
+    secret = {key: base64.b64decode(value).decode() for key, value in kinds["Secret"]["data"].items()}
+    return dict(kinds["ConfigMap"]["data"]) | secret
+
+
 @pytest.mark.xdist_group(GROUP)
 def test_helm_migration_job_migrates_with_the_charts_settings(
     bakery: Any, venv: Path, empty_database: str
@@ -332,8 +338,7 @@ def test_helm_migration_job_migrates_with_the_charts_settings(
     kinds = by_kind(render_chart(project, chart_values(**secret_values({}, database_url=empty_database))))
     job_container = kinds["Job"]["spec"]["template"]["spec"]["containers"][0]
     assert job_container["envFrom"] == [{"configMapRef": {"name": "demo"}}, {"secretRef": {"name": "demo"}}]
-    settings = dict(kinds["ConfigMap"]["data"])
-    settings |= {key: base64.b64decode(value).decode() for key, value in kinds["Secret"]["data"].items()}
+    settings = chart_settings(kinds)
     env = venv_env(venv, **settings)
 
     run(image_command(job_container["command"], project), project, env)
@@ -377,8 +382,7 @@ def backup_and_restore(bakery: Any, venv: Path, docker: Docker, tmp_path: Path, 
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
     assert claims == [kinds["PersistentVolumeClaim"]["metadata"]["name"]]
     job = kinds["Job"]["spec"]["template"]["spec"]["containers"][0]
-    settings = dict(kinds["ConfigMap"]["data"])
-    settings |= {key: base64.b64decode(value).decode() for key, value in kinds["Secret"]["data"].items()}
+    settings = chart_settings(kinds)
     run(image_command(job["command"], project), project, venv_env(venv, **settings))
     psql = ["psql", database, "-XAtq", "-c"]
     rows = "INSERT INTO items (name, description) SELECT 'row ' || n, '' FROM generate_series(1, 300) n"

@@ -42,7 +42,6 @@ import httpx
 import pytest
 import yaml
 from redis import Redis
-from websockets.sync.client import connect as websocket
 
 from toolkit import images, podman
 from toolkit.auth import ADMIN_EMAIL, ADMIN_PASSWORD, log_in
@@ -65,6 +64,7 @@ from toolkit.deploy import (
 )
 from toolkit.docker import Docker
 from toolkit.features import DEFAULT_PYTHON, PYTHONS
+from toolkit.live import socketio_client
 from toolkit.locks import locked
 from toolkit.processes import clean_env, run
 from toolkit.report import Figures
@@ -656,18 +656,6 @@ def process_uids(docker: Docker, container: str) -> set[str]:
     return {row.split()[1] for row in rows}
 
 
-@contextlib.contextmanager
-def socketio_client(port: int, host: str) -> Iterator[Any]:
-    """A Socket.IO client connected over WebSocket, open until the block ends."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    url = f"ws://{host}/socket.io/?EIO=4&transport=websocket"
-    with websocket(url, sock=sock, open_timeout=10, close_timeout=1) as client:
-        assert client.recv(timeout=10).startswith("0"), "Engine.IO open packet"
-        client.send("40")
-        assert client.recv(timeout=10).startswith("40"), "Socket.IO connected"
-        yield client
-
-
 @pytest.mark.containers
 @pytest.mark.parametrize(("version", "target"), BY_VERSION_AND_TARGET)
 def test_the_container_runs_as_the_platform_runs_it(
@@ -725,7 +713,8 @@ def test_the_container_runs_as_the_platform_runs_it(
                     f"{base}/items", json={"name": "from the image"}, headers=signed_in, timeout=10
                 )
                 assert written.status_code == 201, written.text
-                with socketio_client(plan.port, plan.public_host):
+                sock = socket.create_connection(("127.0.0.1", plan.port), timeout=10)
+                with socketio_client(f"ws://{plan.public_host}", sock=sock):
                     started = time.monotonic()
                     docker("stop", "--time", str(int(plan.grace)), container, timeout=plan.grace + 30)
                     stopped = time.monotonic() - started

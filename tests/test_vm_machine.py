@@ -17,7 +17,6 @@ in test_deploy_vm.py still checks the real units).
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ import pytest
 
 from toolkit.auth import ADMIN_EMAIL, ADMIN_PASSWORD, log_in
 from toolkit.docker import Docker
-from toolkit.load import Sample, Traffic
+from toolkit.load import Sample, Traffic, around
 from toolkit.machines import PYTHONS, Machine, machine_image
 
 SLUG = "my-service"
@@ -73,26 +72,14 @@ def machine(docker: Docker, request: pytest.FixtureRequest) -> Iterator[Machine]
 
 def under_traffic(machine: Machine, command: str) -> tuple[str, list[Sample]]:
     """Run `command` in the machine while clients send requests through nginx."""
-
-    async def scenario() -> tuple[str, list[Sample]]:
-        traffic = Traffic(
-            f"http://{machine.address}",
-            clients=6,
-            network=2,
-            mix={"ready": 3, "health": 2, "root": 1},
-            headers=HOST,
-        )
-        load = asyncio.create_task(traffic.run())
-        await asyncio.sleep(1)
-        try:
-            output = (await asyncio.to_thread(machine, command)).stdout
-            await asyncio.sleep(1)
-        finally:
-            traffic.stop.set()
-            await load
-        return output, traffic.samples
-
-    return asyncio.run(scenario())
+    traffic = Traffic(
+        f"http://{machine.address}",
+        clients=6,
+        network=2,
+        mix={"ready": 3, "health": 2, "root": 1},
+        headers=HOST,
+    )
+    return around(traffic, lambda: machine(command).stdout)
 
 
 def ready(machine: Machine) -> httpx.Response:

@@ -19,11 +19,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from redis import Redis
 from redis.exceptions import RedisError
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as websocket
 
 from toolkit.events import EventProcess
 from toolkit.features import ROOT
@@ -301,3 +304,16 @@ def report_run(figures: Figures, scenario: str, samples: list[Sample]) -> None:
     figures.add(scenario, "connection errors", summary.get("errors", 0))
     figures.add(scenario, "5xx answers (readiness excluded)", failed)
     figures.add(scenario, "latency ms", summary.get("latency_ms", {}))
+
+
+@contextlib.contextmanager
+def socketio_client(base: str, **options: Any) -> Iterator[ClientConnection]:
+    """A Socket.IO client on the WebSocket transport of the server at `base` (ws:// or
+    wss://), connected, open until the block ends; `options` go to websockets' connect
+    (`sock=`, `ssl=`)."""
+    url = f"{base}/socket.io/?EIO=4&transport=websocket"
+    with websocket(url, open_timeout=10, close_timeout=1, **options) as client:
+        assert client.recv(timeout=10).startswith("0"), "Engine.IO open packet"
+        client.send("40")
+        assert client.recv(timeout=10).startswith("40"), "Socket.IO connected"
+        yield client

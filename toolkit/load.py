@@ -19,9 +19,9 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -142,7 +142,9 @@ class Traffic:
     def _client(self) -> httpx.AsyncClient:
         # One client (one connection) per virtual client: httpx's pool costs about 15 ms
         # of CPU per request once it holds 100 connections, 1 ms with one.
-        return httpx.AsyncClient(base_url=self.base, timeout=self.timeout, verify=self.tls, headers=self.headers)
+        return httpx.AsyncClient(
+            base_url=self.base, timeout=self.timeout, verify=self.tls, headers=self.headers
+        )
 
     async def _virtual_client(self, vc: VirtualClient) -> None:
         ops, weights = zip(*vc.mix.items(), strict=True)
@@ -259,6 +261,35 @@ async def write_probe(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
     return samples
+
+
+T = TypeVar("T")
+
+
+def around(
+    traffic: Traffic,
+    action: Callable[[], T],
+    *,
+    after: float = 1.0,
+    probe: Callable[[asyncio.Event], Awaitable[list[Sample]]] | None = None,
+) -> tuple[T, list[Sample]]:
+    """Run the blocking `action()` while `traffic` runs (and `probe`, given the event that
+    stops it), from a second before it until `after` seconds after; its result, and every
+    request's sample."""
+
+    async def scenario() -> tuple[T, list[Sample]]:
+        load = asyncio.create_task(traffic.run())
+        probing = asyncio.create_task(probe(traffic.stop)) if probe else None
+        await asyncio.sleep(1)
+        try:
+            result = await asyncio.to_thread(action)
+            await asyncio.sleep(after)
+        finally:
+            traffic.stop.set()
+            await load
+        return result, traffic.samples + (await probing if probing else [])
+
+    return asyncio.run(scenario())
 
 
 async def trickle(body: bytes, seconds: float, pieces: int = 10) -> AsyncIterator[bytes]:

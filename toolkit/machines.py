@@ -13,6 +13,7 @@ everything else of their sandboxing applies.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -73,7 +74,7 @@ def machine_image(docker: Docker, suite: str) -> str:
         packages=BASE_PACKAGES,
         customise=customise,
         changes=['CMD ["/sbin/init"]'],
-        inputs=[packages, images.CA_BUNDLE.read_bytes().hex()[-64:]],
+        inputs=[packages, hashlib.sha256(images.CA_BUNDLE.read_bytes()).hexdigest()],
     )
     return tag
 
