@@ -15,7 +15,7 @@ $(VENV)/.ready: pyproject.toml
 	touch $@
 
 test: $(VENV)/.ready  ## Run the template's whole test suite
-	$(VENV)/bin/python -m pytest -n $(WORKERS) --dist loadgroup
+	$(VENV)/bin/python -m pytest -n $(WORKERS) --dist loadgroup --durations=30
 
 demo: $(VENV)/.ready  ## Generate the default project and serve it on embedded defaults
 	rm -rf build/demo

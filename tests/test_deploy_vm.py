@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from toolkit import nginx
+from toolkit.bakery import TEMPLATE_DIR
 from toolkit.deploy import (
     BIN,
     SLUG,
@@ -294,20 +295,33 @@ esac
 """
 
 
-# Stands in for the interpreter the release's virtualenv is made from: the venv's
-# pip installs and the health check are recorded, everything else runs for real.
+# Stands in for uv: its calls are recorded, and a virtualenv it makes holds the
+# fake interpreter below.
+FAKE_UV = """\
+#!/bin/sh
+printf '%s\\n' "uv $*" >> "$CALLS"
+case "$1" in
+--version) echo "uv $UV_VERSION" ;;
+python) [ "$2" != find ] || echo "$FAKE_PYTHON" ;;
+venv) for last; do :; done; mkdir -p "$last/bin" && cp "$FAKE_PYTHON" "$last/bin/python" ;;
+sync) mkdir -p .venv/bin && cp "$FAKE_PYTHON" .venv/bin/python ;;
+esac
+"""
+
+# The release's interpreter: the health check is recorded, everything else runs for real.
 FAKE_PYTHON = """\
 #!/bin/sh
-if [ "$1 $2" = "-m venv" ]; then
-    mkdir -p "$3/bin"
-    cp "$0" "$3/bin/python"
-    exit 0
-fi
-case "$1 $2" in
-"-m pip" | "- "*) printf '%s\\n' "python $*" >> "$CALLS"; exit 0 ;;
+case "$1" in
+-) printf '%s\\n' "python $*" >> "$CALLS"; exit 0 ;;
 esac
 exec {python} "$@"
 """
+
+
+def uv_version() -> str:
+    """The uv release the template's Dockerfile pins."""
+    dockerfile = (TEMPLATE_DIR / "Dockerfile").read_text()
+    return re.search(r"\buv==([\w.]+)", dockerfile).group(1)  # type: ignore[union-attr]
 
 
 class Installer:
@@ -325,6 +339,11 @@ class Installer:
         self.python = self.root / "bin" / "fake-python"
         self.python.write_text(FAKE_PYTHON.format(python=venv / "bin" / "python"))
         self.python.chmod(0o755)
+        # Where install.sh keeps uv: already the version it asks for, so it installs none.
+        uv = self.root / "opt" / SLUG / "uv" / "bin" / "uv"
+        uv.parent.mkdir(parents=True)
+        uv.write_text(FAKE_UV)
+        uv.chmod(0o755)
         self.calls_file = self.root / "calls.log"
         self.fail_flag = self.root / "fail-migration"
 
@@ -347,8 +366,10 @@ class Installer:
             ],
             self.project,
             clean_env(
-                PATH=f"{self.root / 'bin'}{os.pathsep}{os.environ['PATH']}",
-                PYTHON=str(self.python),
+                # The system's directories only: no python3.12 there, which uv then installs.
+                PATH=os.pathsep.join([str(self.root / "bin"), "/usr/sbin", "/usr/bin", "/sbin", "/bin"]),
+                FAKE_PYTHON=str(self.python),
+                UV_VERSION=uv_version(),
                 CALLS=str(self.calls_file),
                 FAIL_MIGRATION=str(self.fail_flag),
                 **env,
@@ -373,9 +394,11 @@ class Installer:
 
 @pytest.mark.xdist_group(GROUP)
 def test_vm_install_script_installs_updates_and_rolls_back(bakery: Any, venv: Path, tmp_path: Path) -> None:
-    project = bakery(deploy_target="vm")
+    project = shutil.copytree(bakery(deploy_target="vm"), tmp_path / SLUG)
     install = Installer(project, venv, tmp_path)
     etc = install.root / "etc"
+    script = (project / "deploy" / "vm" / "install.sh").read_text()
+    assert f"\nUV_VERSION={uv_version()}\n" in script, "the same uv as the Dockerfile's"
     restarts = [f"systemctl restart {SLUG}@8000.service", f"systemctl restart {SLUG}@8001.service"]
 
     # First run: the user and the settings file, then a stop to fill it in.
@@ -404,6 +427,13 @@ def test_vm_install_script_installs_updates_and_rolls_back(bakery: Any, venv: Pa
     assert (release / "app" / "main.py").exists() and not (release / ".git").exists()
     calls = install.calls
     assert not [call for call in calls if call.startswith("useradd")]
+    # No python3.12 on this PATH: uv installs it, and the release's virtualenv is made with it.
+    assert calls.index("uv python install --quiet --no-bin 3.12") < calls.index(
+        f"uv venv --quiet --python {install.python} /opt/{SLUG}/releases/{install.current}/.venv"
+    )
+    release_dir = f"/opt/{SLUG}/releases/{install.current}"
+    pip_install = f"uv pip install --quiet --compile-bytecode --python {release_dir}/.venv/bin/python"
+    assert f"{pip_install} {release_dir}" in calls
     migrate = calls.index(f"systemctl start {SLUG}-migrate.service")
     assert calls.index("systemctl daemon-reload") < migrate < calls.index(restarts[0])
     assert calls.index(restarts[0]) < calls.index("python - 8000") < calls.index(restarts[1])
@@ -418,9 +448,13 @@ def test_vm_install_script_installs_updates_and_rolls_back(bakery: Any, venv: Pa
         == f"/etc/nginx/sites-available/{SLUG}.conf"
     )
 
-    # An update keeps the settings and a site certbot has edited.
+    # An update keeps the settings and a site certbot has edited; a committed lock file is
+    # what its virtualenv holds, exactly.
     site.write_text(site.read_text() + "# managed by Certbot\n")
+    (project / "uv.lock").write_text("# a lock file\n")
     update = install()
+    sync = "uv sync --quiet --frozen --no-dev --no-editable --compile-bytecode"
+    assert f"{sync} --python {install.python}" in install.calls
     assert (etc / SLUG / f"{SLUG}.env").read_text() == settings
     assert site.read_text().endswith("# managed by Certbot\n")
     assert "differs" in update.stdout

@@ -2,8 +2,9 @@
 
 One image per Python version, built with the classic builder (what Cloud
 Build's `gcloud builds submit --tag` uses) on a Docker daemon of the tests' own,
-from base images made locally (toolkit.images); once more with podman, a
-BuildKit-style builder, and once from a committed uv.lock. Every container
+from base images made locally (toolkit.images); again with podman, a
+BuildKit-style builder, for each Python version; and once from a committed
+uv.lock. Every container
 target runs the one image of its Python version: its Dockerfile and build
 context do not depend on the target (checked below).
 For each target, the release command and the server run as the target's own
@@ -11,7 +12,8 @@ file says (command, environment, PORT, user, grace period), on the host
 network against the real PostgreSQL and Redis, with a read-only root and a
 tmpfs /tmp, as non-root; Docker's HEALTHCHECK must pass, readiness answer 200,
 and SIGTERM stop the server cleanly within the target's grace period while a
-Socket.IO client is connected.
+Socket.IO client is connected (and, on Cloud Run's 10 s, while a request is
+still open).
 
 Not covered: the platforms' own builders and runtimes (Cloud Build, Railway's,
 Fly's and Render's builders, Cloud Run, Kubernetes), which cannot run here.
@@ -64,7 +66,7 @@ from toolkit.deploy import (
 )
 from toolkit.docker import Docker
 from toolkit.features import DEFAULT_PYTHON, PYTHONS
-from toolkit.live import socketio_client
+from toolkit.live import serve_grace, socketio_client
 from toolkit.locks import locked
 from toolkit.processes import clean_env, run
 from toolkit.report import Figures
@@ -78,6 +80,8 @@ RENDER_PORT = 10000
 # Cloud SQL's socket, as Cloud Run mounts it, stood in for by the local server's.
 LOCAL_SOCKET_DIR = Path("/var/run/postgresql")
 CLOUD_SQL_INSTANCE = "demo-project:europe-west1:main-db"
+# What the app's own shutdown may take after the server stopped waiting for open requests.
+SHUTDOWN_MARGIN = 2
 # Lines of uvicorn's graceful shutdown, in order.
 SHUTDOWN_LINES = ("Shutting down", "Waiting for application shutdown.", "Application shutdown complete.")
 # Only BuildKit accepts these: a `# syntax=` line (it makes BuildKit fetch a
@@ -293,17 +297,18 @@ def image_files(docker: Docker, tag: str, tmp_path: Path) -> set[str]:
 
 @pytest.mark.containers
 @pytest.mark.xdist_group("image-podman")
-def test_the_image_builds_with_podman(docker: Docker, bakery: Any, figures: Figures) -> None:
+@pytest.mark.parametrize("version", [pytest.param(v, id=f"python-{v}") for v in PYTHONS])
+def test_the_image_builds_with_podman(docker: Docker, bakery: Any, figures: Figures, version: str) -> None:
     """podman (buildah) stands for the BuildKit-style builders of Fly, Render and Railway."""
     reason = podman.unavailable()
     if reason:
         # As for the daemon: a failure in CI, a skip with the reason elsewhere.
         (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
     engine = podman.connect()
-    base = images.python_image(docker, DEFAULT_PYTHON)
+    base = images.python_image(docker, version)
     podman.copy_from_docker(docker, engine, base)
-    project = bakery(python_version=DEFAULT_PYTHON)
-    tag = images.content_tag(docker, project, "podman-")
+    project = bakery(python_version=version)
+    tag = images.content_tag(docker, project, f"podman-{version}-")
 
     seconds, _ = podman.build(engine, project, tag)
 
@@ -330,9 +335,9 @@ def test_the_image_builds_with_podman(docker: Docker, bakery: Any, figures: Figu
     )
     docker("image", "rm", loaded)
     for older in engine("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split():
-        if older.startswith(f"localhost/{SLUG}:podman-") and older != loaded:
+        if older.startswith(f"localhost/{SLUG}:podman-{version}-") and older != loaded:
             engine("rmi", older, check=False)
-    figures.add(f"Image, Python {DEFAULT_PYTHON}", "podman build seconds", f"{seconds:.0f} s")
+    figures.add(f"Image, Python {version}", "podman build seconds", f"{seconds:.0f} s")
 
 
 @pytest.mark.containers
@@ -674,6 +679,8 @@ def test_the_container_runs_as_the_platform_runs_it(
     with fresh_database(venv, project, services) as database:
         plan = PLANS[target](project, database, services["REDIS_URL"], tmp_path)
         assert plan.serve.env["ENVIRONMENT"] == "production"
+        # Open requests get their time, and the app's own shutdown still runs before SIGKILL.
+        assert serve_grace(project, plan.serve.env) + SHUTDOWN_MARGIN <= plan.grace
 
         # The release step, a container of its own that must exit 0.
         assert plan.release, "every target migrates before it serves"
@@ -735,3 +742,45 @@ def test_the_container_runs_as_the_platform_runs_it(
         "healthy after / stopped in (grace)",
         f"{healthy:.1f} s / {stopped:.1f} s ({plan.grace:.0f} s)",
     )
+
+
+@pytest.mark.containers
+@pytest.mark.xdist_group(f"image-{DEFAULT_PYTHON}")
+def test_a_request_still_open_at_a_stop_does_not_outlast_cloud_runs_grace_period(
+    docker: Docker,
+    app_images: images.AppImages,
+    bakery: Any,
+    venv: Path,
+    services: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    image = app_images(DEFAULT_PYTHON).tag
+    project = bakery(deploy_target="cloud-run", python_version=DEFAULT_PYTHON)
+    with fresh_database(venv, project, services) as database:
+        plan = cloud_run_plan(project, database, services["REDIS_URL"], tmp_path)
+        graceful = serve_grace(project, plan.serve.env)
+        with port_of_our_own(plan.port):
+            container = docker(
+                "run", "--detach", "--health-interval", "1s", *run_argv(image, plan.serve)
+            ).stdout.strip()
+            try:
+                wait_healthy(docker, container)
+                # A POST whose body never ends: the server counts it open until it gives up.
+                with socket.create_connection(("127.0.0.1", plan.port), timeout=30) as held:
+                    held.sendall(
+                        f"POST /items HTTP/1.1\r\nHost: {plan.host}\r\n"
+                        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode()
+                    )
+                    time.sleep(0.5)
+                    started = time.monotonic()
+                    docker("stop", "--time", str(CLOUD_RUN_GRACE), container, timeout=CLOUD_RUN_GRACE + 30)
+                    stopped = time.monotonic() - started
+            finally:
+                output = logs(docker, container)
+                final = state(docker, container)
+                docker("rm", "--force", container, check=False)
+
+    # It waited for the request as long as it may, then stopped cleanly before SIGKILL.
+    assert final["ExitCode"] in (0, 143), f"{final}\n{output}"
+    assert graceful - 0.5 <= stopped < CLOUD_RUN_GRACE, f"stopped in {stopped:.1f} s"
+    assert "Application shutdown complete." in output, output

@@ -2,33 +2,42 @@
 Debian 13 machines with systemd as PID 1 (toolkit.machines), following the
 generated README's steps as root: the first run that writes the settings, the
 database and its user, the second run that installs and starts, the nginx
-site. Then, under steady traffic through nginx, a restart of each server unit
-and a second install (an upgrade) fail no request; the nightly backup unit
-writes a dump that `deploy/vm/restore` puts back into a dropped database.
+site, HTTPS with certbot. Then, under steady traffic through nginx, a restart of
+each server unit and a second install (an upgrade) fail no request; the nightly
+backup unit writes a dump that `deploy/vm/restore` puts back into a dropped
+database.
 
-Each suite uses the Python it ships (3.11 on Debian 12, 3.13 on Debian 13), as
-the README's `apt install` line does. Not covered: a Python the distribution
-lacks (the README's uv step downloads one, which these machines cannot), ufw
-(no firewall inside a container), certbot and a real domain, and
-`PrivateUsers=` (systemd cannot set up user namespaces inside these
-containers: a drop-in turns only that setting off; `systemd-analyze security`
-in test_deploy_vm.py still checks the real units).
+Each Python choice runs once: where the distribution ships it, install.sh uses
+that one; where it does not, install.sh has uv install it, and since these
+machines cannot download a Python build, the test puts the machine's CPython
+where uv would have put its download (the one step not run). One case commits a
+uv.lock, which the release's virtualenv must match exactly. certbot gets its
+certificate from pebble, Let's Encrypt's test ACME server, running in the
+machine. Not covered: ufw (no firewall inside a container), a real domain and
+Let's Encrypt itself, and `PrivateUsers=` (systemd cannot set up user
+namespaces inside these containers: a drop-in turns only that setting off;
+`systemd-analyze security` in test_deploy_vm.py still checks the real units).
 """
 
 from __future__ import annotations
 
 import shutil
+import socket
+import ssl
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
 
 from toolkit.auth import ADMIN_EMAIL, ADMIN_PASSWORD, log_in
+from toolkit.bakery import find_python, uv
 from toolkit.docker import Docker
 from toolkit.load import Sample, Traffic, around
 from toolkit.machines import PYTHONS, Machine, machine_image
+from toolkit.processes import clean_env, run
 
 SLUG = "my-service"
 DATABASE = SLUG.replace("-", "_")
@@ -48,22 +57,44 @@ sudo -u postgres createdb --owner {DATABASE} {DATABASE}
 """
 # The README's nginx step, for the domain the site already names.
 ENABLE_SITE = "sudo rm -f /etc/nginx/sites-enabled/default && sudo nginx -t && sudo systemctl reload nginx"
-INSTALL = f"cd /root/{SLUG} && deploy/vm/install.sh"
+# uv trusts only its own CA list unless told otherwise, and this machine reaches PyPI
+# through a CA of its own (in the image's bundle).
+INSTALL = f"cd /root/{SLUG} && SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt deploy/vm/install.sh"
+# The README's HTTPS step, pointed at pebble instead of Let's Encrypt, without its questions.
+CERTBOT = (
+    "certbot --nginx --redirect -d api.example.com --non-interactive --agree-tos "
+    "--register-unsafely-without-email --server https://localhost:14000/dir"
+)
+PEBBLE_CONFIG = """{"pebble": {
+  "listenAddress": "127.0.0.1:14000", "managementListenAddress": "127.0.0.1:15000",
+  "certificate": "/root/pebble/cert.pem", "privateKey": "/root/pebble/key.pem",
+  "httpPort": 80, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": false}}"""
 
 pytestmark = pytest.mark.containers
 
 
-def suite_params() -> list[Any]:
-    return [
-        pytest.param(suite, id=f"debian-{suite}", marks=pytest.mark.xdist_group(f"vm-{suite}"))
-        for suite in PYTHONS
-    ]
+class Case(NamedTuple):
+    suite: str
+    python: str
+    locked: bool
+
+    @property
+    def python_from_uv(self) -> bool:
+        return self.python != PYTHONS[self.suite]
+
+
+# Every Python choice; both suites; the distribution's Python and uv's; with and without uv.lock.
+CASES = {
+    "debian-12-python-3.12-from-uv-locked": Case("bookworm", "3.12", locked=True),
+    "debian-13-python-3.13": Case("trixie", "3.13", locked=False),
+    "debian-13-python-3.11-from-uv": Case("trixie", "3.11", locked=False),
+}
 
 
 @pytest.fixture
 def machine(docker: Docker, request: pytest.FixtureRequest) -> Iterator[Machine]:
-    suite = request.node.callspec.params["suite"]
-    started = Machine(docker, machine_image(docker, suite), without_private_users=PRIVATE_USERS)
+    case = request.node.callspec.params["case"]
+    started = Machine(docker, machine_image(docker, case.suite), without_private_users=PRIVATE_USERS)
     try:
         yield started
     finally:
@@ -86,14 +117,67 @@ def ready(machine: Machine) -> httpx.Response:
     return httpx.get(f"http://{machine.address}/health/ready", headers=HOST, timeout=10)
 
 
-@pytest.mark.parametrize("suite", suite_params())
+def lock(project: Path, python: str) -> dict[str, str]:
+    """Commit a uv.lock to the project, as `make install` does; returns its pins."""
+    run([uv(), "lock", "--python", find_python(python)], project, clean_env(UV_PYTHON_DOWNLOADS="never"))
+    packages = tomllib.loads((project / "uv.lock").read_text())["package"]
+    return {package["name"]: package["version"] for package in packages if "version" in package}
+
+
+def tls_request(address: str, root: str, maximum: ssl.TLSVersion | None = None) -> tuple[str, str]:
+    """GET /health over TLS to the machine as api.example.com, trusting only `root`;
+    returns the TLS version and the response's head."""
+    context = ssl.create_default_context(cadata=root)
+    if maximum:
+        context.maximum_version = maximum
+    with (
+        socket.create_connection((address, 443), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="api.example.com") as connection,
+    ):
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := connection.recv(65536):
+            response += chunk
+        return str(connection.version()), response.decode().partition("\r\n\r\n")[0]
+
+
+def add_https_with_certbot(machine: Machine) -> str:
+    """The README's certbot step against pebble in the machine; returns pebble's root certificate."""
+    machine(
+        "mkdir -p /root/pebble && cd /root/pebble && openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
+        "-keyout key.pem -out cert.pem -subj /CN=localhost "
+        "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null"
+    )
+    machine(f"cat > /root/pebble/config.json <<'EOF'\n{PEBBLE_CONFIG}\nEOF")
+    machine("echo '127.0.0.1 api.example.com' >> /etc/hosts")
+    machine(
+        "systemd-run --unit pebble --setenv=PEBBLE_VA_NOSLEEP=1 --setenv=PEBBLE_WFE_NONCEREJECT=0 "
+        "pebble -config /root/pebble/config.json && "
+        "timeout 30 bash -c 'until : </dev/tcp/127.0.0.1/14000; do sleep 0.2; done' 2>/dev/null"
+    )
+    certbot = machine(CERTBOT, check=False, env={"REQUESTS_CA_BUNDLE": "/root/pebble/cert.pem"})
+    assert certbot.returncode == 0, certbot.stdout + certbot.stderr
+    return machine(
+        'python3 -c "import ssl, urllib.request; print(urllib.request.urlopen('
+        "'https://localhost:15000/roots/0', context=ssl.create_default_context("
+        "cafile='/root/pebble/cert.pem')).read().decode())\""
+    ).stdout
+
+
+# One machine at a time: three machines building releases at once on two cores starved a
+# restarted server's first database connections past readiness's 1 s limit.
+@pytest.mark.xdist_group("vm")
+@pytest.mark.parametrize("case", [pytest.param(case, id=name) for name, case in CASES.items()])
 def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
-    bakery: Any, machine: Machine, tmp_path: Path, suite: str
+    bakery: Any, machine: Machine, tmp_path: Path, case: Case
 ) -> None:
-    project = shutil.copytree(bakery(deploy_target="vm", python_version=PYTHONS[suite]), tmp_path / SLUG)
+    project = shutil.copytree(bakery(deploy_target="vm", python_version=case.python), tmp_path / SLUG)
+    pins = lock(project, case.python) if case.locked else {}
     assert machine.boot() in ("running", "degraded")
     machine(f"mkdir /root/{SLUG}")
     machine.copy_in(project, f"/root/{SLUG}")
+    if case.python_from_uv:
+        provided = machine.provide_python(case.python, f"/opt/{SLUG}/python")
 
     # The first run writes the settings and stops; the README's next steps, then the real install.
     first = machine(INSTALL, check=False)
@@ -104,6 +188,21 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
     installed = machine(INSTALL)
     assert "==> serving on ports 8000 8001" in installed.stdout
     machine(ENABLE_SITE)
+
+    # The release runs on the Python asked for: the distribution's, or the one uv installed.
+    interpreter = machine(f"readlink -f /opt/{SLUG}/current/.venv/bin/python").stdout.strip()
+    if case.python_from_uv:
+        assert f"==> Python {case.python}: not in this distribution" in installed.stdout
+        assert interpreter == machine(f"readlink -f {provided}").stdout.strip()
+    else:
+        assert interpreter == f"/usr/bin/python{case.python}"
+    if case.locked:
+        assert "==> dependencies from uv.lock" in installed.stdout
+        shown = machine(
+            f'/opt/{SLUG}/current/.venv/bin/python -c "import importlib.metadata as m; '
+            "print(m.version('fastapi'), m.version('starlette'), m.version('sqlalchemy'))\""
+        ).stdout.split()
+        assert shown == [pins["fastapi"], pins["starlette"], pins["sqlalchemy"]]
 
     assert machine("systemctl --failed --no-legend --plain").stdout == ""
     assert ready(machine).status_code == 200, ready(machine).text
@@ -159,3 +258,19 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
         == ["active"] * 3
     )
     assert ready(machine).status_code == 200
+
+    # HTTPS as the README adds it: TLS 1.3, or 1.2 for an older client, and HSTS; HTTP redirects.
+    # (TLS 1.0 and 1.1 are not probed: OpenSSL 3 at its default security level refuses them on
+    # either end, so such a handshake would fail whatever the site allowed; nginx -T shows it.)
+    root = add_https_with_certbot(machine)
+    version, head = tls_request(machine.address, root)
+    assert version == "TLSv1.3" and head.startswith("HTTP/1.1 200"), head
+    assert "strict-transport-security: max-age=31536000" in head.lower().splitlines()
+    assert tls_request(machine.address, root, maximum=ssl.TLSVersion.TLSv1_2)[0] == "TLSv1.2"
+    site = machine(f"cat /etc/nginx/sites-enabled/{SLUG}.conf").stdout
+    assert "include /etc/letsencrypt/options-ssl-nginx.conf;" in site
+    options = machine("cat /etc/letsencrypt/options-ssl-nginx.conf").stdout
+    assert "\nssl_protocols TLSv1.2 TLSv1.3;\n" in options
+    redirect = httpx.get(f"http://{machine.address}/health", headers=HOST, timeout=10)
+    assert redirect.status_code == 301
+    assert redirect.headers["location"] == "https://api.example.com/health"

@@ -190,7 +190,7 @@ def python_image(docker: Docker, version: str, test_ca: bool = True) -> str:
 def install_python(root: Path, prefix: Path, version: str) -> None:
     """Copy a CPython install tree to root/usr/local and make it run from there."""
     local = root / "usr" / "local"
-    shutil.copytree(prefix, local, symlinks=True, dirs_exist_ok=True, ignore=_not_shipped)
+    shutil.copytree(prefix, local, symlinks=True, dirs_exist_ok=True, ignore=not_shipped)
     interpreter = f"/usr/local/bin/python{version}"
     for script in (local / "bin").iterdir():
         if script.is_file() and not script.is_symlink():
@@ -207,7 +207,7 @@ def install_python(root: Path, prefix: Path, version: str) -> None:
     debian.chroot(root, "ldconfig")
 
 
-def _not_shipped(directory: str, names: list[str]) -> list[str]:
+def not_shipped(directory: str, names: list[str]) -> list[str]:
     """What python:X.Y-slim leaves out: test suites, bytecode, the static library,
     and every installed package but pip (this machine's interpreters have many)."""
     if directory.endswith("site-packages"):

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,11 +111,12 @@ def stopped_at_exit(*servers: Server | list[Server]) -> Iterator[None]:
                 server.kill()
 
 
-def serve_grace(project: Path) -> int:
-    """The graceful-shutdown seconds of the production start command (scripts/serve)."""
-    found = re.search(r"--timeout-graceful-shutdown\s+(\d+)", (project / "scripts" / "serve").read_text())
-    assert found, "scripts/serve sets no --timeout-graceful-shutdown"
-    return int(found.group(1))
+def serve_grace(project: Path, env: Mapping[str, str] | None = None) -> int:
+    """How long the production start command (scripts/serve) waits for open requests at a
+    stop, in `env`: its GRACEFUL_SHUTDOWN_SECONDS, or the script's default."""
+    found = re.search(r"GRACEFUL_SHUTDOWN_SECONDS:-(\d+)", (project / "scripts" / "serve").read_text())
+    assert found, "scripts/serve reads no GRACEFUL_SHUTDOWN_SECONDS"
+    return int((env or {}).get("GRACEFUL_SHUTDOWN_SECONDS", found.group(1)))
 
 
 def uvicorn(python: Path, project: Path, port: int) -> list[str | Path]:

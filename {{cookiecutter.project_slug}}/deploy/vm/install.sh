@@ -10,8 +10,11 @@
 # Each update is a new directory under /opt/{{ cookiecutter.project_slug }}/releases with its own
 # virtualenv; /opt/{{ cookiecutter.project_slug }}/current points at the one that serves.
 #
-# Environment: PYTHON, the interpreter for the virtualenv [python{{ cookiecutter.python_version }}];
-# KEEP_RELEASES, how many releases to keep [5].
+# Each release's virtualenv is made by uv, exactly from uv.lock when the checkout has one, with
+# the distribution's python{{ cookiecutter.python_version }}, or where it has none with a Python that uv installs
+# under /opt/{{ cookiecutter.project_slug }}/python. uv itself comes from PyPI into /opt/{{ cookiecutter.project_slug }}/uv.
+#
+# Environment: KEEP_RELEASES, how many releases to keep [5].
 set -euo pipefail
 
 APP={{ cookiecutter.project_slug }}
@@ -23,15 +26,24 @@ PORTS=(8000 8001)
 {% else %}
 PORTS=(8000)
 {% endif %}
-PYTHON=${PYTHON:-python{{ cookiecutter.python_version }}}
+PYTHON_VERSION={{ cookiecutter.python_version }}
+# Pinned, as in the Dockerfile of the image-based targets.
+UV_VERSION=0.13.9
+export UV_PYTHON_INSTALL_DIR=$PREFIX/python
 KEEP_RELEASES=${KEEP_RELEASES:-5}
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 log() {
     printf '==> %s\n' "$*"
+}
+
+# A release is built while the servers keep serving: at low priority, so they keep
+# answering on a small machine.
+uv() {
+    nice -n 10 "$PREFIX/uv/bin/uv" "$@"
 }
 
 fail() {
@@ -136,10 +148,10 @@ install -d -m 0750 -o root -g "$APP" "$(dirname "$ENV_FILE")"
 
 if [[ ! -f $ENV_FILE ]]; then
     log "settings $ENV_FILE"
-    secret_key=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(48))')
+    secret_key=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')
 {% if cookiecutter.use_postgres %}
     # Hex: nothing to percent-encode in the URL. The README's next step gives it to PostgreSQL.
-    db_password=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(24))')
+    db_password=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
 {% endif %}
     install -m 0640 -o root -g "$APP" /dev/null "$ENV_FILE"
     cat >"$ENV_FILE" <<EOF
@@ -192,11 +204,28 @@ install -d -m 0755 "$dest"
 tar -C "$source_dir" --exclude=./.git --exclude=./.venv --exclude=./.env --exclude='*.db' \
     --exclude=__pycache__ --exclude=.mypy_cache --exclude=.pytest_cache --exclude=.ruff_cache \
     -cf - . | tar -C "$dest" -xf -
-"$PYTHON" -m venv "$dest/.venv"
-"$dest/.venv/bin/python" -m pip install --quiet --upgrade pip
-"$dest/.venv/bin/python" -m pip install --quiet "$dest"
-# Bytecode now: the sandbox keeps the release read-only.
-"$dest/.venv/bin/python" -m compileall -q "$dest/app"{{ ' "$dest/migrations"' if cookiecutter.use_postgres else "" }}
+
+if [[ $(uv --version 2>/dev/null) != "uv $UV_VERSION"* ]]; then
+    log "uv $UV_VERSION into $PREFIX/uv"
+    python3 -m venv "$PREFIX/uv"
+    "$PREFIX/uv/bin/pip" install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+fi
+if ! python=$(command -v "python$PYTHON_VERSION"); then
+    # The download is a python-build-standalone build, kept for every later release.
+    log "Python $PYTHON_VERSION: not in this distribution, installing it with uv into $UV_PYTHON_INSTALL_DIR"
+    uv python install --quiet --no-bin "$PYTHON_VERSION"
+    python=$(uv python find --managed-python "$PYTHON_VERSION")
+fi
+# Bytecode now (--compile-bytecode, and compileall below): the sandbox keeps the release read-only.
+if [[ -f $dest/uv.lock ]]; then
+    log "dependencies from uv.lock, with $python"
+    (cd "$dest" && uv sync --quiet --frozen --no-dev --no-editable --compile-bytecode --python "$python")
+else
+    log "dependencies from pyproject.toml (no uv.lock), with $python"
+    uv venv --quiet --python "$python" "$dest/.venv"
+    uv pip install --quiet --compile-bytecode --python "$dest/.venv/bin/python" "$dest"
+fi
+nice -n 10 "$dest/.venv/bin/python" -m compileall -q "$dest/app"{{ ' "$dest/migrations"' if cookiecutter.use_postgres else "" }}
 ln -sfn "$ENV_FILE" "$dest/.env"
 chown -R root:root "$dest"
 
