@@ -31,7 +31,6 @@ import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 import time
 import tomllib
@@ -47,7 +46,7 @@ from redis import Redis
 
 from toolkit import images, podman
 from toolkit.auth import ADMIN_EMAIL, ADMIN_PASSWORD, log_in
-from toolkit.bakery import CACHE_DIR, find_python, render_pyproject
+from toolkit.bakery import CACHE_DIR, lock, render_pyproject
 from toolkit.deploy import (
     CONTAINER_TARGETS,
     assert_at_head,
@@ -68,7 +67,6 @@ from toolkit.docker import Docker
 from toolkit.features import DEFAULT_PYTHON, PYTHONS
 from toolkit.live import serve_grace, socketio_client
 from toolkit.locks import locked
-from toolkit.processes import clean_env, run
 from toolkit.report import Figures
 
 SLUG = images.APP_REPOSITORY
@@ -347,12 +345,7 @@ def test_the_image_installs_exactly_a_committed_lock_file(
 ) -> None:
     """With uv.lock committed, the dependency step takes its other branch (`uv sync --frozen`)."""
     project = shutil.copytree(bakery(python_version=DEFAULT_PYTHON), tmp_path / "project")
-    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
-    run(
-        [uv, "lock", "--python", find_python(DEFAULT_PYTHON)], project, clean_env(UV_PYTHON_DOWNLOADS="never")
-    )
-    lock = tomllib.loads((project / "uv.lock").read_text())
-    pinned = {package["name"]: package["version"] for package in lock["package"] if "version" in package}
+    pinned = lock(project, DEFAULT_PYTHON)
     images.python_image(docker, DEFAULT_PYTHON)
     tag = images.content_tag(docker, project, "locked-")
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,11 +32,10 @@ import httpx
 import pytest
 
 from toolkit.auth import ADMIN_EMAIL, ADMIN_PASSWORD, log_in
-from toolkit.bakery import find_python, uv
+from toolkit.bakery import lock
 from toolkit.docker import Docker
 from toolkit.load import Sample, Traffic, around
 from toolkit.machines import PYTHONS, Machine, machine_image
-from toolkit.processes import clean_env, run
 
 SLUG = "my-service"
 DATABASE = SLUG.replace("-", "_")
@@ -115,13 +113,6 @@ def under_traffic(machine: Machine, command: str) -> tuple[str, list[Sample]]:
 
 def ready(machine: Machine) -> httpx.Response:
     return httpx.get(f"http://{machine.address}/health/ready", headers=HOST, timeout=10)
-
-
-def lock(project: Path, python: str) -> dict[str, str]:
-    """Commit a uv.lock to the project, as `make install` does; returns its pins."""
-    run([uv(), "lock", "--python", find_python(python)], project, clean_env(UV_PYTHON_DOWNLOADS="never"))
-    packages = tomllib.loads((project / "uv.lock").read_text())["package"]
-    return {package["name"]: package["version"] for package in packages if "version" in package}
 
 
 def tls_request(address: str, root: str, maximum: ssl.TLSVersion | None = None) -> tuple[str, str]:
@@ -261,7 +252,7 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
 
     # HTTPS as the README adds it: TLS 1.3, or 1.2 for an older client, and HSTS; HTTP redirects.
     # (TLS 1.0 and 1.1 are not probed: OpenSSL 3 at its default security level refuses them on
-    # either end, so such a handshake would fail whatever the site allowed; nginx -T shows it.)
+    # either end, so such a handshake would fail whatever the site allowed; the settings show it.)
     root = add_https_with_certbot(machine)
     version, head = tls_request(machine.address, root)
     assert version == "TLSv1.3" and head.startswith("HTTP/1.1 200"), head

@@ -54,6 +54,17 @@ def uv() -> str:
     return found
 
 
+def lock(project: Path, python_version: str) -> dict[str, str]:
+    """Write the project's uv.lock, as `make install` does; returns the pinned versions."""
+    run(
+        [uv(), "lock", "--python", find_python(python_version)],
+        project,
+        clean_env(UV_PYTHON_DOWNLOADS="never"),
+    )
+    packages = tomllib.loads((project / "uv.lock").read_text())["package"]
+    return {package["name"]: package["version"] for package in packages if "version" in package}
+
+
 def render_file(relative: str, **changes: Any) -> str:
     """One template file rendered for these answers, without a full bake."""
     return render_text((TEMPLATE_DIR / relative).read_text(), **changes)
