@@ -37,7 +37,7 @@ from toolkit.auth import ADMIN_EMAIL, ADMIN_PASSWORD, log_in
 from toolkit.deploy import docker_config, secret
 from toolkit.docker import Docker
 from toolkit.features import DEFAULT_PYTHON
-from toolkit.live import socketio_client
+from toolkit.live import BUSY_HEALTH_CHECK_TIMEOUT, socketio_client
 from toolkit.load import Sample, Traffic, around, write_probe
 from toolkit.processes import clean_env, free_port, run
 
@@ -216,6 +216,7 @@ def stack(
     port = free_port()
     (project / "compose.test.yaml").write_text(
         f'services:\n  proxy:\n    ports: !override\n      - "127.0.0.1:{port}:443"\n'
+        f'  app:\n    environment:\n      HEALTH_CHECK_TIMEOUT: "{BUSY_HEALTH_CHECK_TIMEOUT}"\n'
     )
     name = f"stack-{uuid.uuid4().hex[:8]}"
     env = stack_env(docker, project.parent, name, "compose.prod.yaml:compose.test.yaml")
