@@ -23,7 +23,7 @@ demo: $(VENV)/.ready  ## Generate the default project and serve it on embedded d
 	cd build/demo/my-service && UV_PYTHON_DOWNLOADS=never ../../../$(UV) run uvicorn app.main:app --port 8000
 
 bench: $(VENV)/.ready  ## Benchmark the default project against bare FastAPI and Starlette (needs wrk)
-	$(VENV)/bin/python -m bench.run
+	$(VENV)/bin/python -m bench
 
 clean:
 	rm -rf $(VENV) build

@@ -1,1 +1,1 @@
-"""The template's benchmark: `make bench`, or `python -m bench.run --help`."""
+"""The template's benchmark: `make bench`, or `python -m bench --help`."""

@@ -1,6 +1,6 @@
 """Socket.IO load: many WebSocket clients in one process, driven over stdin/stdout.
 
-Run by bench/run.py with the generated project's virtualenv. The clients speak
+Run by bench/realtime.py with the generated project's virtualenv. The clients speak
 the Socket.IO protocol (v5 over Engine.IO v4, WebSocket transport) themselves on
 aiohttp WebSockets: python-socketio's own client spends about 1.6 times the
 CPU per received event (measured here), and with a thousand clients sharing the

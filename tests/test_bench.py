@@ -2,7 +2,7 @@
 
 The measurements themselves are not checked here (a second per endpoint on a
 shared machine means nothing); `make bench` runs the real thing. This only keeps
-bench/run.py from rotting: it bakes, serves, drives every endpoint and every
+the bench package from rotting: it bakes, serves, drives every endpoint and every
 realtime setup, and writes its table, JSON and chart.
 """
 
@@ -28,7 +28,7 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
 ) -> None:
     if shutil.which("wrk") is None:
         pytest.fail("wrk is not installed (it is in .ci/run's APT_PACKAGES)")
-    result = run([sys.executable, "-m", "bench.run", "--quick", "--output", tmp_path], ROOT, timeout=300)
+    result = run([sys.executable, "-m", "bench", "--quick", "--output", tmp_path], ROOT, timeout=300)
 
     table = (tmp_path / "results.md").read_text()
     assert table in result.stdout

@@ -1,0 +1,88 @@
+"""What the benchmark runs: server options, run lengths, and the targets it reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from toolkit.features import ROOT
+
+BENCH = ROOT / "bench"
+CONNECTIONS = 64
+# The same for the generated app and every ceiling (the generated scripts/serve
+# also turns uvicorn's proxy headers off: the app applies them itself).
+SERVER_OPTIONS = [
+    "--host",
+    "127.0.0.1",
+    "--workers",
+    "1",
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--no-access-log",
+    "--no-proxy-headers",
+    "--log-level",
+    "warning",
+]
+# High enough that every request is counted and none is refused.
+UNREFUSED_LIMIT = "100000000/minute"
+TARGETS = {
+    "health_vs_fastapi": 0.85,
+    "cache_vs_database": 1.5,
+    "limited_vs_unlimited": 0.5,
+    "protected_vs_public": 0.8,
+    "limited_p99_ms": 50.0,
+    "socketio_p99_ms": 50.0,
+    "cold_start_s": 1.5,
+    "idle_rss_mb": 120.0,
+    "bake_s": 1.0,
+}
+
+
+@dataclass
+class Settings:
+    seconds: int
+    warmup: int
+    rounds: int
+    sio_clients: int
+    sio_processes: int
+    sio_warmup: int
+    sio_emits: int
+    sio_interval: float
+    sio_burst: int
+    sio_rounds: int
+    cold_starts: int
+    bakes: int
+    logins: int
+
+
+FULL = Settings(
+    seconds=4,
+    warmup=2,
+    rounds=5,
+    sio_clients=1000,
+    sio_processes=2,
+    sio_warmup=5,
+    sio_emits=40,
+    sio_interval=0.25,
+    sio_burst=100,
+    sio_rounds=2,
+    cold_starts=5,
+    bakes=5,
+    logins=20,
+)
+QUICK = Settings(
+    seconds=1,
+    warmup=0,
+    rounds=1,
+    sio_clients=20,
+    sio_processes=1,
+    sio_warmup=1,
+    sio_emits=4,
+    sio_interval=0.05,
+    sio_burst=10,
+    sio_rounds=1,
+    cold_starts=1,
+    bakes=1,
+    logins=2,
+)

@@ -1,0 +1,91 @@
+"""The HTTP part: each endpoint of the default project next to the same handler on its ceilings."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from bench.config import BENCH, Settings
+from bench.load import Alternative, Row, Target, describe, measure_http
+from bench.login import measure_login
+from bench.project import Project
+from bench.servers import serving
+from toolkit.auth import mint_token
+
+# Ways to apply the same Redis-backed limit to GET / on bare FastAPI (bench/ceilings.py).
+LIMITERS = (
+    ("slowapi-thread", "slowapi, storage calls in `asyncio.to_thread`"),
+    ("slowapi-anyio", "slowapi, storage calls in Starlette's `run_in_threadpool`"),
+    ("slowapi-loop", "slowapi on the event loop (slowapi's middleware)"),
+    ("limits-async", "`limits` with its async Redis storage (the app)"),
+)
+
+
+def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
+    """Throughput, latency and CPU per request of every row, the login cost, and RSS after the load."""
+    app = project.server("app")
+    unlimited = project.server("app-unlimited", RATE_LIMIT_ENABLED="false")
+    without_redis = project.server("app-no-redis", cwd=project.without_redis, RATE_LIMIT_ENABLED="false")
+    protected = project.server("app-protected", "protected:app", RATE_LIMIT_ENABLED="false")
+    fastapi = project.server("fastapi", "ceilings:fastapi_app")
+    starlette = project.server("starlette", "ceilings:starlette_app")
+    post = BENCH / "post.lua"
+    signed_in = (f"Authorization: Bearer {mint_token(project.python, project.directory, project.env)}",)
+    item = project.item
+
+    def row(key: str, label: str, app: Target, fastapi_path: str, script: bool = False) -> Row:
+        """The app's target against the same path (and wrk script) on both ceilings."""
+        return Row(
+            key,
+            label,
+            app,
+            Target(fastapi, fastapi_path, post if script else None),
+            Target(starlette, fastapi_path, post if script else None),
+        )
+
+    # Rows in one group are measured in the same rounds, so their ratios pair up.
+    groups: list[list[Row | Alternative]] = [
+        [row("health", "GET /health", Target(app, "/health"), "/health")],
+        [
+            row(
+                "item_db",
+                "GET /items/{id} from the database (project without Redis)*",
+                Target(without_redis, f"/items/{item}"),
+                f"/db/items/{item}",
+            ),
+            row(
+                "item_cache",
+                "GET /items/{id} from the Redis cache*",
+                Target(unlimited, f"/items/{item}"),
+                f"/items/{item}",
+            ),
+            row(
+                "item_protected",
+                "The same read behind a bearer token (access token checked)*",
+                Target(protected, f"/protected/items/{item}", headers=signed_in),
+                f"/items/{item}",
+            ),
+        ],
+        [row("write", "POST /items", Target(app, "/items", post, signed_in), "/items", script=True)],
+        [
+            row("limited", "GET /, rate-limited (Redis storage)", Target(app, "/"), "/"),
+            row("unlimited", "GET /, rate limiting off", Target(unlimited, "/"), "/"),
+            *(
+                Alternative(key, label, Target(fastapi, f"/limited/{key}"), Target(fastapi, "/"))
+                for key, label in LIMITERS
+            ),
+        ],
+    ]
+    found: dict[str, Any] = {}
+    with serving(app, unlimited, without_redis, protected, fastapi, starlette):
+        found["auth"] = measure_login(project.python, project.directory, unlimited, settings.logins)
+        http = measure_http(groups, settings, project.pinning, project.run_id)
+        time.sleep(1.0)
+        found["rss_after_load_mb"] = app.rss_mb()
+    items = [item for group in groups for item in group]
+    return found | {
+        "http": {key: asdict(value) for key, value in http.items()},
+        "rows": [describe(item) for item in items if isinstance(item, Row)],
+        "alternatives": [describe(item) for item in items if isinstance(item, Alternative)],
+    }

@@ -1,0 +1,203 @@
+"""HTTP load with `wrk`: targets, rows of targets, rounds and medians."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config import CONNECTIONS, Settings
+from bench.servers import Pinning, Server, http_status
+
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    # The server's CPU time per request (user + system): steadier than throughput
+    # on a busy machine, since time the server waits for a CPU is not counted.
+    cpu_us: float = 0.0
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def parse_wrk(output: str) -> Load:
+    """Throughput and latency percentiles from `wrk --latency` output; errors raise."""
+    problems = re.findall(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)", output)
+    if problems:
+        raise RuntimeError(f"wrk reported errors: {problems}\n{output}")
+    percentiles = dict(re.findall(r"^\s+(\d+)%\s+([\d.]+(?:us|ms|s|m))\s*$", output, re.MULTILINE))
+    return Load(
+        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
+        p50_ms=_ms(percentiles["50"]),
+        p99_ms=_ms(percentiles["99"]),
+        requests=int(re.search(r"(\d+) requests in", output).group(1)),  # type: ignore[union-attr]
+    )
+
+
+def wrk(
+    pinning: Pinning,
+    server: Server,
+    path: str,
+    seconds: int,
+    script: Path | None = None,
+    args: tuple[str, ...] = (),
+    headers: tuple[str, ...] = (),
+) -> Load:
+    url = server.url + path
+    command = [
+        *pinning.client(),
+        "wrk",
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        *(part for header in headers for part in ("-H", header)),
+    ]
+    if script is not None:
+        command += ["-s", str(script)]
+    command.append(url)
+    if args:
+        command += ["--", *args]
+    cpu_before = server.cpu_seconds()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    cpu = server.cpu_seconds() - cpu_before
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
+    load = parse_wrk(result.stdout)
+    load.cpu_us = cpu / max(load.requests, 1) * 1e6
+    return load
+
+
+@dataclass
+class Target:
+    """One thing wrk drives: a server, a path, and an optional wrk script."""
+
+    server: Server
+    path: str
+    script: Path | None = None
+    # Sent with every request (`-H`), such as a signed-in user's Authorization.
+    headers: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.server.name} {'POST' if self.script else 'GET'} {self.path}"
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    app: Target
+    fastapi: Target
+    starlette: Target
+
+
+@dataclass
+class Alternative:
+    """A way to apply the same Redis-backed limit, on bare FastAPI, next to the route unlimited."""
+
+    key: str
+    label: str
+    limited: Target
+    unlimited: Target
+
+
+def targets_of(item: Row | Alternative) -> tuple[Target, ...]:
+    if isinstance(item, Row):
+        return (item.app, item.fastapi, item.starlette)
+    return (item.limited, item.unlimited)
+
+
+@dataclass
+class Measured:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float
+    rounds: list[Load] = field(default_factory=list)
+
+
+def median_of(loads: list[Load]) -> Measured:
+    return Measured(
+        rps=statistics.median(load.rps for load in loads),
+        p50_ms=statistics.median(load.p50_ms for load in loads),
+        p99_ms=statistics.median(load.p99_ms for load in loads),
+        cpu_us=statistics.median(load.cpu_us for load in loads),
+        rounds=loads,
+    )
+
+
+def rotated(items: list[Any], round_: int) -> list[Any]:
+    """`items` starting one further along each round, so no item always goes first."""
+    shift = round_ % len(items)
+    return items[shift:] + items[:shift]
+
+
+def describe(item: Row | Alternative) -> dict[str, str]:
+    """The item for results.json, each target named by its key."""
+    return {name: value.key if isinstance(value, Target) else value for name, value in vars(item).items()}
+
+
+def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """The median over rounds of a's throughput ÷ b's, each pair measured back to back.
+
+    On a shared machine the speed of a CPU drifts by tens of percent within
+    seconds; a ratio taken within a round sees both sides at about the same speed.
+    """
+    # A round where b answered nothing (a --quick run on a busy machine) has no ratio.
+    ratios = [x["rps"] / y["rps"] for x, y in zip(a["rounds"], b["rounds"], strict=True) if y["rps"]]
+    return statistics.median(ratios) if ratios else math.nan
+
+
+def measure_http(
+    items: list[list[Row | Alternative]], settings: Settings, pinning: Pinning, run_id: str
+) -> dict[str, Measured]:
+    """Drive every target of each group back to back, alternating the order each round."""
+    groups = []
+    for group in items:
+        targets: dict[str, Target] = {}
+        for item in group:
+            for target in targets_of(item):
+                targets.setdefault(target.key, target)
+        groups.append(list(targets.values()))
+
+    def drive(target: Target, seconds: int, tag: str) -> Load:
+        args = (f"{run_id}-{tag}-{target.server.name}",) if target.script else ()
+        return wrk(pinning, target.server, target.path, seconds, target.script, args, target.headers)
+
+    for group in groups:
+        for target in group:
+            if target.script is None:
+                # Fill caches and connection pools before anything is timed.
+                for _ in range(3):
+                    if http_status(target.server.port, target.path, 10, target.headers) != 200:
+                        raise RuntimeError(f"{target.key} does not answer 200")
+            if settings.warmup:
+                drive(target, settings.warmup, "warmup")
+    loads: dict[str, list[Load]] = {target.key: [] for group in groups for target in group}
+    for round_ in range(settings.rounds):
+        for group in groups:
+            for target in rotated(group, round_):
+                load = drive(target, settings.seconds, f"r{round_}")
+                loads[target.key].append(load)
+                print(
+                    f"  round {round_ + 1}: {target.key:<40} {load.rps:8.0f} req/s  "
+                    f"p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms  CPU {load.cpu_us:5.0f} µs/req",
+                    flush=True,
+                )
+    return {key: median_of(values) for key, values in loads.items()}

@@ -1,0 +1,111 @@
+"""The default project as the benchmark serves it: baked, migrated, seeded, and cleaned up after."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.config import BENCH, UNREFUSED_LIMIT
+from bench.servers import Pinning, Server
+from toolkit.bakery import DATABASE_URL, REDIS_URL, bake, superset_dependencies, venv_for
+from toolkit.features import DEFAULT_PYTHON, ROOT
+from toolkit.processes import clean_env, run
+from toolkit.servers import drop_scratch_database, scratch_database
+
+
+@dataclass
+class Project:
+    """A baked default project (and one without Redis) on a scratch database, and its settings."""
+
+    work: Path
+    python: Path
+    directory: Path
+    without_redis: Path
+    env: dict[str, str]
+    item: int
+    logs: Path
+    pinning: Pinning
+    run_id: str
+
+    def server(
+        self,
+        name: str,
+        target: str = "app.main:app",
+        cwd: Path | None = None,
+        pin: Pinning | None = None,
+        interpreter: Path | None = None,
+        **settings: str,
+    ) -> Server:
+        """A uvicorn process serving `target` (the app, or a ceiling from bench/) with these settings."""
+        app_dir = ["--app-dir", str(BENCH)] if target.startswith(("ceilings:", "protected:")) else []
+        return Server(
+            name,
+            target,
+            interpreter or self.python,
+            cwd or self.directory,
+            self.env | settings,
+            self.logs,
+            pin or self.pinning,
+            app_dir,
+        )
+
+
+@contextlib.contextmanager
+def prepared(logs: Path, pinning: Pinning) -> Iterator[Project]:
+    """Bake, migrate and seed; at the end drop the scratch database and the run's Redis keys."""
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"bench-{run_id}:"
+    python = venv_for(DEFAULT_PYTHON, superset_dependencies()) / "bin" / "python"
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        work = Path(scratch)
+        directory = bake(work / "default")
+        without_redis = bake(work / "no-redis", use_redis=False)
+        for baked in (directory, without_redis):
+            run([python, "-m", "compileall", "-q", baked], ROOT)
+        database = scratch_database(python, directory, DATABASE_URL, f"bench_{run_id}")
+        try:
+            env = clean_env(
+                ENVIRONMENT="production",
+                SECRET_KEY=secrets.token_urlsafe(48),
+                LOG_LEVEL="WARNING",
+                DATABASE_URL=database,
+                REDIS_URL=REDIS_URL,
+                CACHE_KEY_PREFIX=prefix,
+                CORS_ORIGINS="https://app.example.com",
+                TRUSTED_HOSTS="127.0.0.1,localhost",
+                RATE_LIMIT_DEFAULT=UNREFUSED_LIMIT,
+                SOCKETIO_TRANSPORTS="websocket",
+            )
+            run([python, "-m", "alembic", "upgrade", "head"], directory, env)
+            item = seed(python, database)
+            yield Project(work, python, directory, without_redis, env, item, logs, pinning, run_id)
+        finally:
+            drop_scratch_database(python, directory, DATABASE_URL, database)
+            forget_redis_keys(python, prefix)
+
+
+def seed(python: Path, database: str) -> int:
+    """One item for the read benchmarks; returns its id."""
+    code = (
+        "import asyncio, sys, asyncpg\n"
+        "async def main():\n"
+        "    connection = await asyncpg.connect(sys.argv[1])\n"
+        '    print(await connection.fetchval("INSERT INTO items (name, description) '
+        "VALUES ('benchmark-read', 'read by the benchmark') RETURNING id\"))\n"
+        "    await connection.close()\n"
+        "asyncio.run(main())\n"
+    )
+    return int(run([python, "-c", code, database.replace("+asyncpg", "")], ROOT).stdout)
+
+
+def forget_redis_keys(python: Path, prefix: str) -> None:
+    code = (
+        "import sys, redis; client = redis.Redis.from_url(sys.argv[1]); "
+        "keys = list(client.scan_iter(sys.argv[2] + '*')); keys and client.delete(*keys)"
+    )
+    run([python, "-c", code, REDIS_URL, prefix], ROOT)

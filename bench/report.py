@@ -1,0 +1,264 @@
+"""The results as Markdown, the targets met or missed, and the throughput chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.config import CONNECTIONS, TARGETS
+from bench.load import paired_ratio
+from toolkit.features import ROOT
+from toolkit.processes import run
+
+
+def versions(python: Path) -> dict[str, str]:
+    names = [
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "pydantic",
+        "sqlalchemy",
+        "asyncpg",
+        "redis",
+        "python-socketio",
+        "slowapi",
+        "limits",
+        "sentry-sdk",
+    ]
+    code = (
+        "import json, sys, platform; from importlib.metadata import version; "
+        "print(json.dumps({'python': platform.python_version(), **{n: version(n) for n in sys.argv[1:]}}))"
+    )
+    return json.loads(run([python, "-c", code, *names], ROOT).stdout)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def render(results: dict[str, Any]) -> str:
+    """The Markdown report: HTTP table, Socket.IO table, startup table, targets."""
+    machine, options = results["machine"], results["settings"]
+    versions = machine["versions"]
+    pinned = "server pinned to one CPU, load generator to another" if machine["pinned"] else "no CPU pinning"
+    lines = [
+        f"{results['mode']} run on {machine['cpus']} CPUs (load average {machine['load_before']:.1f} before, "
+        f"{machine['load_after']:.1f} after); {pinned}. Python {versions['python']}, "
+        f"FastAPI {versions['fastapi']}, Starlette {versions['starlette']}, uvicorn {versions['uvicorn']}, "
+        f"python-socketio {versions['python-socketio']}, slowapi {versions['slowapi']}.",
+    ]
+    http, rows = results.get("http"), results.get("rows")
+    if http and rows:
+        lines += [
+            "",
+            f"HTTP: one uvicorn worker, `wrk` with {CONNECTIONS} connections, {options['rounds']} "
+            f"rounds of {options['seconds']} s per target, the targets of a row back to back in an order "
+            "that rotates each round. Throughput, latency and CPU (the server's CPU time per request) "
+            "are medians over rounds; a ratio is the median of the ratios within each round.",
+            "",
+            "| Endpoint | App req/s | App p50 / p99 ms | App CPU µs/req | Bare FastAPI req/s | App ÷ FastAPI "
+            "| Bare Starlette req/s | App ÷ Starlette |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in rows:
+            app, fast, star = (http[row[name]] for name in ("app", "fastapi", "starlette"))
+            lines.append(
+                f"| {row['label']} | {app['rps']:,.0f} | {app['p50_ms']:.1f} / {app['p99_ms']:.1f} "
+                f"| {app['cpu_us']:,.0f} | {fast['rps']:,.0f} | {paired_ratio(app, fast):.2f} "
+                f"| {star['rps']:,.0f} | {paired_ratio(app, star):.2f} |"
+            )
+        lines += [
+            "",
+            "\\* The reads with rate limiting off, so that they compare the source alone (the limiter's "
+            "cost is the GET / pair); the signed-in read is the same route behind the project's bearer "
+            "check (`bench/protected.py`), and POST /items sends an access token. Every other row is the "
+            "default project as generated; all run with CORS origins, trusted hosts and production "
+            "settings, and no Sentry DSN.",
+        ]
+    auth = results.get("auth")
+    if auth:
+        lines += [
+            "",
+            f"Logging in (`POST /auth/token`, one at a time, {auth['logins']} logins): median "
+            f"{auth['login_p50_ms']:.0f} ms, of which one argon2 hash takes {auth['hash_ms']:.0f} ms "
+            "(in a worker thread: other requests go on meanwhile).",
+        ]
+    alternatives = results.get("alternatives")
+    if http and alternatives:
+        lines += [
+            "",
+            f"Rate limiting, the same Redis-backed limit applied {len(alternatives)} ways to GET / on bare "
+            "FastAPI, each against the route unlimited (same rounds as above):",
+            "",
+            "| Limiter | req/s | p50 / p99 ms | CPU µs/req | ÷ unlimited |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for alternative in alternatives:
+            limited, unlimited = http[alternative["limited"]], http[alternative["unlimited"]]
+            lines.append(
+                f"| {alternative['label']} | {limited['rps']:,.0f} | {limited['p50_ms']:.1f} / "
+                f"{limited['p99_ms']:.1f} | {limited['cpu_us']:,.0f} "
+                f"| {paired_ratio(limited, unlimited):.2f} |"
+            )
+    sio = results.get("socketio")
+    if sio:
+        app, bare, plain = sio["app"], sio["ceiling"], sio["plain"]
+        lines += [
+            "",
+            f"Socket.IO: {app['clients']:,.0f} WebSocket clients spread over two instances sharing Redis; "
+            f"{options['sio_emits']} broadcasts {options['sio_interval'] * 1000:.0f} ms apart through "
+            f"`POST /realtime/rooms/{{room}}/emit` for latency (after {options['sio_warmup']} unmeasured), "
+            f"then {options['sio_burst']} back to back for throughput; "
+            f"medians of {options['sio_rounds']} rounds in rotating order; no process pinned. "
+            "Plain WebSockets: the same clients and broadcasts on a Starlette WebSocket route that speaks "
+            "just enough of the protocol, one send per client, fanned out through Redis pub/sub.",
+            "",
+            "| Socket.IO | App | Bare python-socketio | App ÷ bare | Plain WebSockets |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for key, label, digits in (
+            ("connects_per_s", "Connects per second", 0),
+            ("deliveries_per_s", "Broadcast deliveries per second", 0),
+            ("latency_p50_ms", "Emit-to-receive p50, ms", 1),
+            ("latency_p99_ms", "Emit-to-receive p99, ms", 1),
+            ("cpu_us_per_delivery", "Servers' CPU per delivered event, µs", 0),
+            ("client_cpu_us_per_delivery", "Clients' CPU per received event, µs", 0),
+            ("lost", "Events lost", 0),
+        ):
+            ratio = f"{app[key] / bare[key]:.2f}" if bare[key] else "-"
+            lines.append(
+                f"| {label} | {app[key]:,.{digits}f} | {bare[key]:,.{digits}f} | {ratio} "
+                f"| {plain[key]:,.{digits}f} |"
+            )
+    start = results.get("startup")
+    if start:
+        lines += ["", "| Startup and generation | Wall | CPU |", "| --- | ---: | ---: |"]
+        if "cold_start_s" in start:
+            lines.append(
+                "| Cold start to the first 200 on /health (runtime dependencies only, bytecode "
+                "compiled; median) "
+                f"| {start['cold_start_s']:.2f} s | {start['cold_start_cpu_s']:.2f} s |"
+            )
+            after_load = start.get("rss_after_load_mb")
+            rss = f"{start['idle_rss_mb']:.0f} MB" + (f" / {after_load:.0f} MB" if after_load else "")
+            label = "Idle RSS per worker: after start" + (" / after the HTTP load" if after_load else "")
+            lines.append(f"| {label} | {rss} | |")
+        lines.append(
+            f"| Bake the default project with the cookiecutter CLI (median) | {start['bake_cli_s']:.2f} s "
+            f"| {start['bake_cli_cpu_s']:.2f} s |"
+        )
+        lines.append(
+            f"| Bake it in process (templates and hooks only) | {start['bake_in_process_s']:.2f} s | |"
+        )
+    lines += ["", "| Target | Measured | Verdict |", "| --- | ---: | --- |"]
+    for label, value, ok in results["targets"]:
+        lines.append(f"| {label} | {value} | {verdict(ok)} |")
+    return "\n".join(lines) + "\n"
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Each target of the issue that this run measured: label, value, met."""
+    found = []
+    http = results.get("http")
+    if http:
+        by_key = {row["key"]: row for row in results["rows"]}
+
+        def app(row: str) -> dict[str, Any]:
+            return http[by_key[row]["app"]]
+
+        health = paired_ratio(app("health"), http[by_key["health"]["fastapi"]])
+        cache = paired_ratio(app("item_cache"), app("item_db"))
+        protected = paired_ratio(app("item_protected"), app("item_cache"))
+        limited = paired_ratio(app("limited"), app("unlimited"))
+        p99 = app("limited")["p99_ms"]
+        found += [
+            (
+                "/health, every feature on ÷ bare FastAPI ≥ 0.85",
+                f"{health:.2f}",
+                health >= TARGETS["health_vs_fastapi"],
+            ),
+            ("Cached read ÷ database read ≥ 1.5", f"{cache:.2f}", cache >= TARGETS["cache_vs_database"]),
+            (
+                "Cached read with a bearer token ÷ without ≥ 0.8",
+                f"{protected:.2f}",
+                protected >= TARGETS["protected_vs_public"],
+            ),
+            (
+                "Rate-limited (Redis) ÷ unlimited ≥ 0.5",
+                f"{limited:.2f}",
+                limited >= TARGETS["limited_vs_unlimited"],
+            ),
+            (
+                f"Rate-limited p99 at {CONNECTIONS} connections < 50 ms",
+                f"{p99:.1f} ms",
+                p99 < TARGETS["limited_p99_ms"],
+            ),
+        ]
+    sio = results.get("socketio")
+    if sio:
+        app_sio = sio["app"]
+        found.append(
+            (
+                f"Socket.IO emit-to-receive p99, {app_sio['clients']:,.0f} clients on two instances < 50 ms",
+                f"{app_sio['latency_p99_ms']:.1f} ms",
+                app_sio["latency_p99_ms"] < TARGETS["socketio_p99_ms"],
+            )
+        )
+    start = results.get("startup")
+    if start:
+        if "cold_start_s" in start:
+            rss = max(start["idle_rss_mb"], start.get("rss_after_load_mb", 0.0))
+            found += [
+                (
+                    "Cold start to the first 200 < 1.5 s",
+                    f"{start['cold_start_s']:.2f} s",
+                    start["cold_start_s"] < TARGETS["cold_start_s"],
+                ),
+                ("Idle RSS per worker < 120 MB", f"{rss:.0f} MB", rss < TARGETS["idle_rss_mb"]),
+            ]
+        found.append(
+            (
+                "Baking the default project (CLI) < 1 s",
+                f"{start['bake_cli_s']:.2f} s",
+                start["bake_cli_s"] < TARGETS["bake_s"],
+            )
+        )
+    return found
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Each endpoint's throughput next to its two ceilings, labelled with the app's ratio to bare FastAPI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    http, rows = results["http"], results["rows"]
+    series = [
+        ("Generated app", "app", "#1f77b4"),
+        ("Bare FastAPI", "fastapi", "#ff7f0e"),
+        ("Bare Starlette", "starlette", "#2ca02c"),
+    ]
+    figure, axes = plt.subplots(figsize=(11, 5.5))
+    width = 0.27
+    for offset, (name, key, colour) in enumerate(series):
+        values = [http[row[key]]["rps"] for row in rows]
+        positions = [index + (offset - 1) * width for index in range(len(rows))]
+        axes.bar(positions, values, width, label=name, color=colour)
+        if key == "app":
+            for position, row, value in zip(positions, rows, values, strict=True):
+                ratio = paired_ratio(http[row["app"]], http[row["fastapi"]])
+                axes.annotate(f"{ratio:.2f}", (position, value), ha="center", va="bottom", fontsize=8)
+    axes.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=15, ha="right", fontsize=8)
+    axes.set_ylabel("requests per second (median)")
+    axes.set_title(
+        f"Default project against its ceilings: one uvicorn worker, {CONNECTIONS} connections "
+        "(labels: app ÷ bare FastAPI)",
+        fontsize=10,
+    )
+    axes.legend()
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
