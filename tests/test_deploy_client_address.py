@@ -20,30 +20,22 @@ import re
 import secrets
 import shlex
 import subprocess
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from toolkit.deploy import (
     SLUG,
     bake_group,
-    by_address,
-    chart_values,
-    compose,
     on_this_machine,
-    prod_env,
-    railway_graph,
-    render_chart,
-    secret_values,
     target_params,
     unit_settings,
     venv_env,
 )
+from toolkit.platforms import launch
 from toolkit.processes import clean_env, free_port
 from toolkit.servers import serving
 
@@ -55,6 +47,9 @@ Delivery = tuple[str, Headers]
 CLIENT_A = "203.0.113.10"
 CLIENT_B = "198.51.100.20"
 # Headers a client may write to pick an address; an edge that sets one overwrites it.
+# URLs nothing connects to (app_env leaves Redis out).
+UNUSED_DATABASE = "postgresql://app:unused@127.0.0.1:9/app"
+UNUSED_REDIS = "redis://127.0.0.1:9/0"
 FORGEABLE = ("X-Forwarded-For", "X-Real-IP", "Fly-Client-IP", "CF-Connecting-IP")
 
 
@@ -167,34 +162,7 @@ EDGES: dict[str, Callable[[str, Headers], Delivery]] = {
 # --- The settings each target's files give the app ---------------------------------
 
 
-def compose_env(project: Path, home: Path) -> dict[str, str]:
-    answers = {"use_postgres": True, "use_redis": True}
-    app = compose(project, "compose.prod.yaml", prod_env(answers), home)["services"]["app"]
-    return {name: value for name, value in app["environment"].items() if value is not None}
-
-
-def railway_env(project: Path, home: Path) -> dict[str, str]:
-    variables = by_address(railway_graph(project))["service.api"]["variables"]
-    return {
-        name: value["value"].replace("${{RAILWAY_PUBLIC_DOMAIN}}", "api-production.up.railway.app")
-        for name, value in variables.items()
-        if value["type"] == "literal"
-    }
-
-
-def cloud_run_env(project: Path, home: Path) -> dict[str, str]:
-    service = yaml.safe_load((project / "deploy" / "cloud-run" / "service.yaml").read_text())
-    container = service["spec"]["template"]["spec"]["containers"][0]
-    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
-
-
-def kubernetes_env(project: Path, home: Path) -> dict[str, str]:
-    manifests = render_chart(project, chart_values(**secret_values({})))
-    config = next(manifest for manifest in manifests if manifest["kind"] == "ConfigMap")
-    return dict(config["data"])
-
-
-def vm_env(project: Path, home: Path) -> dict[str, str]:
+def vm_env(project: Path) -> dict[str, str]:
     """The settings file install.sh writes (its heredoc), as systemd reads it."""
     script = (project / "deploy" / "vm" / "install.sh").read_text()
     body = re.search(r'cat >"\$ENV_FILE" <<EOF\n(.*?)\nEOF\n', script, re.DOTALL)
@@ -207,29 +175,12 @@ def vm_env(project: Path, home: Path) -> dict[str, str]:
     return env
 
 
-def fly_env(project: Path, home: Path) -> dict[str, str]:
-    return {
-        name: str(value) for name, value in tomllib.loads((project / "fly.toml").read_text())["env"].items()
-    }
-
-
-def render_env(project: Path, home: Path) -> dict[str, str]:
-    blueprint = yaml.safe_load((project / "render.yaml").read_text())
-    web = next(service for service in blueprint["services"] if service["type"] == "web")
-    return {var["key"]: str(var["value"]) for var in web["envVars"] if "value" in var}
-
-
-SETTINGS: dict[str, Callable[[Path, Path], dict[str, str]]] = {
-    "docker-compose": compose_env,
-    "railway": railway_env,
-    "cloud-run": cloud_run_env,
-    "kubernetes": kubernetes_env,
-    "vm": vm_env,
-    "fly": fly_env,
-    "render": render_env,
-}
-# The variables that decide the client's address: none may come from anywhere else.
-ADDRESS_SETTINGS = ("FORWARDED_ALLOW_IPS", "FORWARDED_HOPS", "CLIENT_IP_HEADER")
+def target_settings(project: Path, target: str, home: Path) -> dict[str, str]:
+    """The settings a target's files give the app: what its platform starts the server
+    with, or on the VM the settings file install.sh writes."""
+    if target == "vm":
+        return vm_env(project)
+    return launch(target, project, UNUSED_DATABASE, UNUSED_REDIS, home).serve.env
 
 
 # --- Driving the app ---------------------------------------------------------------
@@ -292,7 +243,7 @@ def test_a_forged_x_forwarded_for_cannot_escape_the_rate_limit(
     bakery: Any, venv: Path, tmp_path: Path, target: str
 ) -> None:
     project = bakery(deploy_target=target)
-    files = SETTINGS[target](project, tmp_path)
+    files = target_settings(project, target, tmp_path)
     assert files.get("ENVIRONMENT") == "production"
     env = app_env(files)
     host = trusted_host(env)
@@ -332,7 +283,7 @@ def app_env(files: dict[str, str]) -> dict[str, str]:
     """
     env = {name: value for name, value in files.items() if name not in {"PORT", "REDIS_URL"}}
     env["SECRET_KEY"] = secrets.token_urlsafe(48)
-    env["DATABASE_URL"] = "postgresql://app:unused@127.0.0.1:9/app"
+    env["DATABASE_URL"] = UNUSED_DATABASE
     env.pop("SENTRY_DSN", None)
     # The default limit covers writes only; here GET / stands for any limited route.
     env["RATE_LIMIT_DEFAULT_METHODS"] = "GET,HEAD,POST,PUT,PATCH,DELETE"
@@ -359,7 +310,7 @@ def test_on_a_vm_gunicorn_leaves_the_forwarding_headers_to_the_app(
     project = bakery(deploy_target="vm")
     unit = unit_settings(project / "deploy" / "vm" / "systemd" / f"{SLUG}@.service")
     port = free_port()
-    settings = app_env(vm_env(project, tmp_path)) | {
+    settings = app_env(vm_env(project)) | {
         "PORT": str(port),
         "FORWARDED_HOPS": "2",
         "RATE_LIMIT_DEFAULT": "3/minute",

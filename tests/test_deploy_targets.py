@@ -18,12 +18,11 @@ import contextlib
 import importlib.util
 import os
 import re
-import secrets
 import shlex
 import shutil
 import tomllib
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 import pytest
@@ -52,12 +51,10 @@ from toolkit.deploy import (
     image_tree,
     param,
     params,
-    platform_url,
     prod_env,
     railway_graph,
     render_chart,
     render_doc,
-    secret,
     secret_values,
     serving_on,
     shellcheck,
@@ -65,6 +62,7 @@ from toolkit.deploy import (
     venv_env,
 )
 from toolkit.features import ALL_OFF, PLATFORM_WORDS, ROOT, TARGETS, removed_features, traces
+from toolkit.platforms import healthcheck_path, launch
 from toolkit.processes import free_port, run
 
 # Targets that one file describes (compose.prod.yaml, .railway/railway.py, fly.toml,
@@ -487,10 +485,8 @@ def probes(project: Path, target: str) -> dict[str, tuple[str, float | None]]:
         # Railway's health check gates a deploy only: readiness, with its whole timeout.
         return {"readiness": (deploy["healthcheckPath"], float(deploy["healthcheckTimeout"]))}
     if target == "docker-compose":
-        healthcheck = image_healthcheck(project)
-        path = re.search(r"'(/health[^']*)'", healthcheck.command[-1])
-        assert path
-        return {"liveness": (path.group(1), float(healthcheck.options["timeout"].removesuffix("s")))}
+        timeout = float(image_healthcheck(project).options["timeout"].removesuffix("s"))
+        return {"liveness": (healthcheck_path(project), timeout)}
     install = (project / "deploy" / "vm" / "install.sh").read_text()
     path = re.search(r'url = f"http://localhost:\{sys.argv\[1\]\}(/health[^"]*)"', install)
     assert path
@@ -515,86 +511,6 @@ def test_every_targets_probes_follow_the_health_model(bakery: Any, target: str) 
 # --- Release, then serve, the way each platform does ------------------------------------
 
 
-class Plan(NamedTuple):
-    """What a platform runs: the release commands, then the start command with the
-    environment, health checked on one path."""
-
-    release: list[list[str]]
-    start: list[str]
-    env: dict[str, str]
-    health: str
-
-
-def compose_plan(project: Path, database: str, redis: str, home: Path, answers: dict[str, Any]) -> Plan:
-    """compose.prod.yaml's migrate service, then its app service (the image's CMD)."""
-    services = compose(project, "compose.prod.yaml", prod_env(answers), home)["services"]
-    env = {name: value for name, value in services["app"]["environment"].items() if value is not None}
-    if "DATABASE_URL" in env:
-        env["DATABASE_URL"] = platform_url(database, "postgresql")
-    if "REDIS_URL" in env:
-        env["REDIS_URL"] = redis
-    release = [services["migrate"]["command"]] if "migrate" in services else []
-    return Plan(release, services["app"].get("command") or image_cmd(project), env, "/health")
-
-
-def railway_plan(project: Path, database: str, redis: str, home: Path, answers: dict[str, Any]) -> Plan:
-    """The Railway service's pre-deploy and start commands, its variables resolved."""
-    api = by_address(railway_graph(project))["service.api"]
-    outputs = {"database.postgres": platform_url(database, "postgresql"), "database.redis": redis}
-    env = {}
-    for name, value in api["variables"].items():
-        if value["type"] == "literal":
-            env[name] = value["value"].replace("${{RAILWAY_PUBLIC_DOMAIN}}", "api-production.up.railway.app")
-        elif value["type"] == "reference":
-            env[name] = outputs[value["resource"]]
-        elif value["type"] == "preserve" and name == "SECRET_KEY":
-            env[name] = secret()
-    deploy = api["deploy"]
-    release = [shlex.split(command) for command in deploy.get("preDeployCommand", [])]
-    return Plan(release, shlex.split(deploy["startCommand"]), env, deploy["healthcheckPath"])
-
-
-def fly_plan(project: Path, database: str, redis: str, home: Path, answers: dict[str, Any]) -> Plan:
-    """fly.toml's release command, then the image's CMD with its [env] and the secrets."""
-    fly = tomllib.loads((project / "fly.toml").read_text())
-    # Secrets, as `fly secrets set` and `fly postgres attach` (postgres://...?sslmode=disable) set them.
-    env = dict(fly["env"]) | {"SECRET_KEY": secret()}
-    if answers.get("use_postgres", True):
-        env["DATABASE_URL"] = platform_url(database, "postgres", "?sslmode=disable")
-    if answers.get("use_redis", True):
-        env["REDIS_URL"] = redis
-    release = [shlex.split(fly["deploy"]["release_command"])] if "release_command" in fly["deploy"] else []
-    return Plan(release, image_cmd(project), env, "/health/ready")
-
-
-def render_plan(project: Path, database: str, redis: str, home: Path, answers: dict[str, Any]) -> Plan:
-    """render.yaml's pre-deploy command, then the image's CMD with the web service's variables."""
-    blueprint = yaml.safe_load((project / "render.yaml").read_text())
-    web = next(service for service in blueprint["services"] if service["type"] == "web")
-    env: dict[str, str] = {}
-    for var in web["envVars"]:
-        if "value" in var:
-            env[var["key"]] = str(var["value"])
-        elif var.get("generateValue"):
-            env[var["key"]] = secrets.token_urlsafe(32)
-        elif "fromDatabase" in var:
-            env[var["key"]] = platform_url(database, "postgres")
-        elif "fromService" in var:
-            env[var["key"]] = redis
-    release = [shlex.split(web["preDeployCommand"])] if "preDeployCommand" in web else []
-    return Plan(release, image_cmd(project), env, web["healthCheckPath"])
-
-
-PLANS = {"docker-compose": compose_plan, "railway": railway_plan, "fly": fly_plan, "render": render_plan}
-# The Host each platform's health check sends.
-HEALTH_HOSTS = {
-    "docker-compose": "api.example.com",
-    "railway": "healthcheck.railway.app",
-    "fly": "127.0.0.1",
-    "render": "my-service.onrender.com",
-}
-
-
 @pytest.mark.parametrize("answers", params(ONE_FILE_TARGETS, ("full", "bare")))
 def test_release_then_serve_like_the_platform(
     bakery: Any,
@@ -609,23 +525,23 @@ def test_release_then_serve_like_the_platform(
     tree = image_tree(project, tmp_path / "app")
     database_context = fresh_database(venv, project, services) if postgres else contextlib.nullcontext("")
     with database_context as database:
-        release, start, env, health = PLANS[target](
-            project, database, services["REDIS_URL"], tmp_path, answers
-        )
+        plan = launch(target, project, database, services["REDIS_URL"], tmp_path, answers)
+        env, host = plan.serve.env, plan.health_host
         assert env["ENVIRONMENT"] == "production"
-        assert bool(release) == postgres
+        assert bool(plan.release) == postgres
         port = free_port()
         # The platform sets PORT (fly.toml's [env] names 8080); here a free port stands in.
         platform_env = venv_env(venv, **(env | {"PORT": str(port)}))
 
-        for command in release:
-            run(command, tree, platform_env)
+        for process in plan.release:
+            assert process.command, "a release runs a command of its own, not the server"
+            run(process.command, tree, platform_env)
         if postgres:
             assert_at_head(venv, project, database)
 
-        host = HEALTH_HOSTS[target]
+        start = plan.serve.command or image_cmd(project)
         with serving_on(start, tree, platform_env, port, host, tmp_path / "server.log") as base:
-            checked = httpx.get(f"{base}{health}", headers={"Host": host}, timeout=5)
+            checked = httpx.get(f"{base}{plan.health}", headers={"Host": host}, timeout=5)
             assert checked.status_code == 200, checked.text
             assert_serves_both_families(port, host)
             assert (

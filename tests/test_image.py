@@ -21,13 +21,10 @@ Fly's and Render's builders, Cloud Run, Kubernetes), which cannot run here.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
 import re
-import secrets
-import shlex
 import shutil
 import socket
 import subprocess
@@ -35,13 +32,11 @@ import tarfile
 import time
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from redis import Redis
 
 from toolkit import images, podman
@@ -51,33 +46,17 @@ from toolkit.deploy import (
     CONTAINER_TARGETS,
     assert_at_head,
     build_context,
-    by_address,
-    by_kind,
-    chart_values,
-    compose,
-    container_env,
     fresh_database,
-    platform_url,
-    prod_env,
-    railway_graph,
-    render_chart,
-    secret_values,
 )
 from toolkit.docker import Docker
 from toolkit.features import DEFAULT_PYTHON, PYTHONS
 from toolkit.live import serve_grace, socketio_client
 from toolkit.locks import locked
+from toolkit.platforms import CLOUD_RUN_GRACE, Process, launch
 from toolkit.report import Figures
 
 SLUG = images.APP_REPOSITORY
 UID = 10001
-# Cloud Run sends SIGKILL 10 s after SIGTERM; the file cannot change it.
-CLOUD_RUN_GRACE = 10
-# Render sets PORT to 10000 unless the service sets it.
-RENDER_PORT = 10000
-# Cloud SQL's socket, as Cloud Run mounts it, stood in for by the local server's.
-LOCAL_SOCKET_DIR = Path("/var/run/postgresql")
-CLOUD_SQL_INSTANCE = "demo-project:europe-west1:main-db"
 # What the app's own shutdown may take after the server stopped waiting for open requests.
 SHUTDOWN_MARGIN = 2
 # Lines of uvicorn's graceful shutdown, in order.
@@ -365,235 +344,6 @@ def test_the_image_installs_exactly_a_committed_lock_file(
 # --- Running as each platform does ------------------------------------------------------
 
 
-@dataclass
-class Process:
-    """One container: what replaces the image's ENTRYPOINT and CMD, its environment, docker flags."""
-
-    env: dict[str, str]
-    command: list[str] | None = None
-    entrypoint: list[str] | None = None
-    flags: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Plan:
-    serve: Process
-    release: list[Process]
-    port: int  # where the platform sends traffic
-    grace: float  # seconds from SIGTERM to SIGKILL
-    host: str  # the Host header of the platform's health checks
-    public_host: str  # a Host the service answers to for clients
-
-
-def compose_plan(project: Path, database: str, redis: str, home: Path) -> Plan:
-    services = compose(project, "compose.prod.yaml", prod_env({}), home)["services"]
-    app = services["app"]
-
-    def process(service: dict[str, Any]) -> Process:
-        env = {key: value for key, value in service["environment"].items() if value is not None}
-        env |= {"DATABASE_URL": platform_url(database, "postgresql"), "REDIS_URL": redis}
-        flags = ["--init"] if service.get("init") else []
-        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
-        if "memory" in limits:
-            flags += ["--memory", str(limits["memory"])]
-        return Process(env, service.get("command"), service.get("entrypoint"), flags)
-
-    # Caddy sends traffic to the app's port named in the Caddyfile.
-    port = re.search(r"dynamic a app (\d+)", (project / "Caddyfile").read_text())
-    assert port
-    public = app["environment"]["TRUSTED_HOSTS"].split(",")[0]
-    return Plan(
-        process(app),
-        [process(services["migrate"])],
-        int(port.group(1)),
-        duration(app["stop_grace_period"]),
-        public,
-        public,
-    )
-
-
-def railway_plan(project: Path, database: str, redis: str, home: Path) -> Plan:
-    api = by_address(railway_graph(project))["service.api"]
-    domain = "api-production.up.railway.app"
-    outputs = {"database.postgres": platform_url(database, "postgresql"), "database.redis": redis}
-    env = {}
-    for name, value in api["variables"].items():
-        if value["type"] == "literal":
-            env[name] = value["value"].replace("${{RAILWAY_PUBLIC_DOMAIN}}", domain)
-        elif value["type"] == "reference":
-            env[name] = outputs[value["resource"]]
-        elif value["type"] == "preserve":
-            env[name] = secret()
-    # Railway injects PORT, a port of its choosing.
-    port = free_port()
-    env["PORT"] = str(port)
-    deploy = api["deploy"]
-    release = [Process(env, shlex.split(command)) for command in deploy.get("preDeployCommand", [])]
-    start = shlex.split(deploy["startCommand"]) if "startCommand" in deploy else None
-    return Plan(
-        Process(env, start), release, port, deploy["drainingSeconds"], "healthcheck.railway.app", domain
-    )
-
-
-def fly_plan(project: Path, database: str, redis: str, home: Path) -> Plan:
-    fly = tomllib.loads((project / "fly.toml").read_text())
-    # Secrets as `fly secrets set` and `fly postgres attach` (postgres://...?sslmode=disable) set them.
-    env = dict(fly["env"]) | {
-        "SECRET_KEY": secret(),
-        "DATABASE_URL": platform_url(database, "postgres", "?sslmode=disable"),
-        "REDIS_URL": redis,
-    }
-    processes = fly.get("processes", {})
-    start = shlex.split(processes["app"]) if "app" in processes else None
-    release = (
-        [Process(env, shlex.split(fly["deploy"]["release_command"]))]
-        if "release_command" in fly.get("deploy", {})
-        else []
-    )
-    # The image's StopSignal is SIGTERM (Docker's default): what fly.toml asks for.
-    assert fly.get("kill_signal", "SIGINT") == "SIGTERM"
-    memory = [f"{vm['memory'].removesuffix('mb')}m" for vm in fly.get("vm", []) if "memory" in vm]
-    serve = Process(env, start, flags=["--memory", memory[0]] if memory else [])
-    port = fly["http_service"]["internal_port"]
-    return Plan(serve, release, port, fly["kill_timeout"], f"127.0.0.1:{port}", "my-service.fly.dev")
-
-
-def render_plan(project: Path, database: str, redis: str, home: Path) -> Plan:
-    blueprint = yaml.safe_load((project / "render.yaml").read_text())
-    web = next(service for service in blueprint["services"] if service["type"] == "web")
-    env = {"PORT": str(RENDER_PORT)}
-    for var in web["envVars"]:
-        if "value" in var:
-            env[var["key"]] = str(var["value"])
-        elif var.get("generateValue"):
-            env[var["key"]] = secret()
-        elif "fromDatabase" in var:
-            env[var["key"]] = platform_url(database, "postgres")
-        elif "fromService" in var:
-            env[var["key"]] = redis
-        elif var.get("sync") is False:
-            env[var["key"]] = ""  # asked for when the Blueprint is created; may stay empty
-    # A docker runtime service's command is dockerCommand (startCommand is for native runtimes).
-    start = shlex.split(web["dockerCommand"]) if "dockerCommand" in web else None
-    release = [Process(env, shlex.split(web["preDeployCommand"]))] if "preDeployCommand" in web else []
-    return Plan(
-        Process(env, start),
-        release,
-        int(env["PORT"]),
-        web.get("maxShutdownDelaySeconds", 30),
-        "my-service.onrender.com",
-        "my-service.onrender.com",
-    )
-
-
-def cloud_run_plan(project: Path, database: str, redis: str, home: Path) -> Plan:
-    def load(name: str) -> dict[str, Any]:
-        text = (project / "deploy" / "cloud-run" / name).read_text().replace("${SERVICE}", SLUG)
-        return dict(yaml.safe_load(text))
-
-    flags, database_url = cloud_sql(database)
-    secrets_ = {
-        f"{SLUG}-secret-key": secret(),
-        f"{SLUG}-database-url": database_url,
-        f"{SLUG}-redis-url": redis,
-        f"{SLUG}-sentry-dsn": "",
-    }
-
-    def process(container: dict[str, Any], env: dict[str, str]) -> Process:
-        memory = container.get("resources", {}).get("limits", {}).get("memory")
-        extra = ["--memory", memory.replace("Mi", "m")] if memory else []
-        args = container.get("args")
-        return Process(env, args, container.get("command"), flags + extra)
-
-    container = load("service.yaml")["spec"]["template"]["spec"]["containers"][0]
-    # Cloud Run sets PORT to the container port and sends traffic there.
-    port = container["ports"][0]["containerPort"]
-    serve = process(container, container_env(container, secrets_) | {"PORT": str(port)})
-    job = load("migrate-job.yaml")["spec"]["template"]["spec"]["template"]["spec"]["containers"][0]
-    release = [process(job, container_env(job, secrets_))]
-    return Plan(serve, release, port, CLOUD_RUN_GRACE, f"127.0.0.1:{port}", "my-service-abc123-ew.a.run.app")
-
-
-def cloud_sql(database: str) -> tuple[list[str], str]:
-    """Docker flags and a DATABASE_URL that reach the scratch database the way Cloud Run
-    reaches Cloud SQL: over a unix socket mounted under /cloudsql/INSTANCE."""
-    if not (LOCAL_SOCKET_DIR / ".s.PGSQL.5432").exists() or "@127.0.0.1:5432/" not in database:
-        return [], platform_url(database, "postgresql")
-    credentials, _, name = database.split("://", 1)[1].partition("@127.0.0.1:5432/")
-    target = f"/cloudsql/{CLOUD_SQL_INSTANCE}"
-    mount = f"type=bind,source={LOCAL_SOCKET_DIR},target={target},readonly"
-    return ["--mount", mount], f"postgresql+asyncpg://{credentials}@/{name}?host={target}"
-
-
-def kubernetes_plan(project: Path, database: str, redis: str, home: Path) -> Plan:
-    values = chart_values(
-        **(secret_values({}, database_url=platform_url(database, "postgresql")) | {"REDIS_URL": redis})
-    )
-    kinds = by_kind(render_chart(project, values))
-    settings = dict(kinds["ConfigMap"]["data"])
-    settings |= {key: base64.b64decode(value).decode() for key, value in kinds["Secret"]["data"].items()}
-
-    def process(pod: dict[str, Any]) -> Process:
-        container = pod["containers"][0]
-        env = settings | {item["name"]: item["value"] for item in container.get("env", [])}
-        security = pod.get("securityContext", {}) | container.get("securityContext", {})
-        assert security["readOnlyRootFilesystem"] is True  # --read-only, always given
-        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # --tmpfs /tmp
-        flags = []
-        if "runAsUser" in security:
-            flags += [
-                "--user",
-                f"{security['runAsUser']}:{security.get('runAsGroup', security['runAsUser'])}",
-            ]
-        if security.get("allowPrivilegeEscalation") is False:
-            flags += ["--security-opt", "no-new-privileges"]
-        flags += [
-            part for cap in security.get("capabilities", {}).get("drop", []) for part in ("--cap-drop", cap)
-        ]
-        memory = container.get("resources", {}).get("limits", {}).get("memory")
-        if memory:
-            flags += ["--memory", memory.replace("Mi", "m").replace("Gi", "g")]
-        return Process(env, container.get("args"), container.get("command"), flags)
-
-    pod = kinds["Deployment"]["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    port = container["ports"][0]["containerPort"]
-    # SIGTERM comes after the preStop sleep, within the same grace period.
-    grace = pod["terminationGracePeriodSeconds"] - container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    release = [process(kinds["Job"]["spec"]["template"]["spec"])]
-    return Plan(process(pod), release, port, grace, f"127.0.0.1:{port}", "api.example.com")
-
-
-PLANS = {
-    "docker-compose": compose_plan,
-    "railway": railway_plan,
-    "cloud-run": cloud_run_plan,
-    "kubernetes": kubernetes_plan,
-    "fly": fly_plan,
-    "render": render_plan,
-}
-
-
-def duration(text: str | int | float) -> float:
-    """Compose's '30s' / '1m30s' in seconds."""
-    if isinstance(text, int | float):
-        return float(text)
-    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
-    parts = re.findall(r"([\d.]+)(ms|h|m|s)", text)
-    assert parts and "".join(number + unit for number, unit in parts) == text, text
-    return sum(float(number) * units[unit] for number, unit in parts)
-
-
-def secret() -> str:
-    return secrets.token_urlsafe(48)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def port_of_our_own(port: int) -> Iterator[None]:
     """Hold `port` while a container listens on it on the host network: two workers
@@ -670,7 +420,7 @@ def test_the_container_runs_as_the_platform_runs_it(
     image = app_images(version).tag
     project = bakery(deploy_target=target, python_version=version)
     with fresh_database(venv, project, services) as database:
-        plan = PLANS[target](project, database, services["REDIS_URL"], tmp_path)
+        plan = launch(target, project, database, services["REDIS_URL"], tmp_path)
         assert plan.serve.env["ENVIRONMENT"] == "production"
         # Open requests get their time, and the app's own shutdown still runs before SIGKILL.
         assert serve_grace(project, plan.serve.env) + SHUTDOWN_MARGIN <= plan.grace
@@ -689,7 +439,7 @@ def test_the_container_runs_as_the_platform_runs_it(
                 healthy = wait_healthy(docker, container)
                 assert process_uids(docker, container) == {str(UID)}, "non-root, every process"
                 base = f"http://127.0.0.1:{plan.port}"
-                ready = httpx.get(f"{base}/health/ready", headers={"Host": plan.host}, timeout=10)
+                ready = httpx.get(f"{base}/health/ready", headers={"Host": plan.health_host}, timeout=10)
                 assert ready.status_code == 200, ready.text
                 checks = ready.json()["checks"]
                 assert checks["database"]["status"] == checks["redis"]["status"] == "ok", checks
@@ -707,8 +457,8 @@ def test_the_container_runs_as_the_platform_runs_it(
                 with Redis.from_url(services["REDIS_URL"]) as redis:
                     for key in redis.scan_iter(f"{prefix}ratelimit*"):
                         redis.delete(key)
-                token = log_in(base, headers={"Host": plan.host})["access_token"]
-                signed_in = {"Host": plan.host, "Authorization": f"Bearer {token}"}
+                token = log_in(base, headers={"Host": plan.health_host})["access_token"]
+                signed_in = {"Host": plan.health_host, "Authorization": f"Bearer {token}"}
                 written = httpx.post(
                     f"{base}/items", json={"name": "from the image"}, headers=signed_in, timeout=10
                 )
@@ -750,7 +500,7 @@ def test_a_request_still_open_at_a_stop_does_not_outlast_cloud_runs_grace_period
     image = app_images(DEFAULT_PYTHON).tag
     project = bakery(deploy_target="cloud-run", python_version=DEFAULT_PYTHON)
     with fresh_database(venv, project, services) as database:
-        plan = cloud_run_plan(project, database, services["REDIS_URL"], tmp_path)
+        plan = launch("cloud-run", project, database, services["REDIS_URL"], tmp_path)
         graceful = serve_grace(project, plan.serve.env)
         with port_of_our_own(plan.port):
             container = docker(
@@ -761,7 +511,7 @@ def test_a_request_still_open_at_a_stop_does_not_outlast_cloud_runs_grace_period
                 # A POST whose body never ends: the server counts it open until it gives up.
                 with socket.create_connection(("127.0.0.1", plan.port), timeout=30) as held:
                     held.sendall(
-                        f"POST /items HTTP/1.1\r\nHost: {plan.host}\r\n"
+                        f"POST /items HTTP/1.1\r\nHost: {plan.health_host}\r\n"
                         "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode()
                     )
                     time.sleep(0.5)
