@@ -31,6 +31,7 @@ TARGETS = {
     "cache_vs_database": 1.5,
     "limited_vs_unlimited": 0.5,
     "protected_vs_public": 0.8,
+    "metrics_on_vs_off": 0.9,
     "limited_p99_ms": 50.0,
     "socketio_p99_ms": 50.0,
     "cold_start_s": 1.5,

@@ -27,6 +27,10 @@ def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
     app = project.server("app")
     unlimited = project.server("app-unlimited", RATE_LIMIT_ENABLED="false")
     without_redis = project.server("app-no-redis", cwd=project.without_redis, RATE_LIMIT_ENABLED="false")
+    without_metrics = project.server("app-no-metrics", cwd=project.without_metrics)
+    without_redis_or_metrics = project.server(
+        "app-no-redis-no-metrics", cwd=project.without_redis_or_metrics, RATE_LIMIT_ENABLED="false"
+    )
     protected = project.server("app-protected", "protected:app", RATE_LIMIT_ENABLED="false")
     fastapi = project.server("fastapi", "ceilings:fastapi_app")
     starlette = project.server("starlette", "ceilings:starlette_app")
@@ -46,12 +50,26 @@ def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
 
     # Rows in one group are measured in the same rounds, so their ratios pair up.
     groups: list[list[Row | Alternative]] = [
-        [row("health", "GET /health", Target(app, "/health"), "/health")],
+        [
+            row("health", "GET /health", Target(app, "/health"), "/health"),
+            row(
+                "health_no_metrics",
+                "GET /health, project without metrics",
+                Target(without_metrics, "/health"),
+                "/health",
+            ),
+        ],
         [
             row(
                 "item_db",
                 "GET /items/{id} from the database (project without Redis)*",
                 Target(without_redis, f"/items/{item}"),
+                f"/db/items/{item}",
+            ),
+            row(
+                "item_db_no_metrics",
+                "The same read, project without metrics*",
+                Target(without_redis_or_metrics, f"/items/{item}"),
                 f"/db/items/{item}",
             ),
             row(
@@ -78,7 +96,17 @@ def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
         ],
     ]
     found: dict[str, Any] = {}
-    with serving(app, unlimited, without_redis, protected, fastapi, starlette):
+    servers = (
+        app,
+        unlimited,
+        without_redis,
+        without_metrics,
+        without_redis_or_metrics,
+        protected,
+        fastapi,
+        starlette,
+    )
+    with serving(*servers):
         found["auth"] = measure_login(project.python, project.directory, unlimited, settings.logins)
         http = measure_http(groups, settings, project.pinning, project.run_id)
         time.sleep(1.0)

@@ -26,6 +26,9 @@ class Project:
     python: Path
     directory: Path
     without_redis: Path
+    # The same two projects without metrics, for the cost of `use_metrics`.
+    without_metrics: Path
+    without_redis_or_metrics: Path
     env: dict[str, str]
     item: int
     logs: Path
@@ -65,8 +68,11 @@ def prepared(logs: Path, pinning: Pinning) -> Iterator[Project]:
         work = Path(scratch)
         directory = bake(work / "default")
         without_redis = bake(work / "no-redis", use_redis=False)
-        for baked in (directory, without_redis):
-            run([python, "-m", "compileall", "-q", baked], ROOT)
+        without_metrics = bake(work / "no-metrics", use_metrics=False)
+        without_redis_or_metrics = bake(work / "no-redis-no-metrics", use_redis=False, use_metrics=False)
+        baked = (directory, without_redis, without_metrics, without_redis_or_metrics)
+        for path in baked:
+            run([python, "-m", "compileall", "-q", path], ROOT)
         database = scratch_database(python, directory, DATABASE_URL, f"bench_{run_id}")
         try:
             env = clean_env(
@@ -83,7 +89,7 @@ def prepared(logs: Path, pinning: Pinning) -> Iterator[Project]:
             )
             run([python, "-m", "alembic", "upgrade", "head"], directory, env)
             item = seed(python, database)
-            yield Project(work, python, directory, without_redis, env, item, logs, pinning, run_id)
+            yield Project(work, python, *baked, env, item, logs, pinning, run_id)
         finally:
             drop_scratch_database(python, directory, DATABASE_URL, database)
             forget_redis_keys(python, prefix)

@@ -171,6 +171,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
         cache = paired_ratio(app("item_cache"), app("item_db"))
         protected = paired_ratio(app("item_protected"), app("item_cache"))
         limited = paired_ratio(app("limited"), app("unlimited"))
+        metrics_health = paired_ratio(app("health"), app("health_no_metrics"))
+        metrics_db = paired_ratio(app("item_db"), app("item_db_no_metrics"))
         p99 = app("limited")["p99_ms"]
         found += [
             (
@@ -179,6 +181,14 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                 health >= TARGETS["health_vs_fastapi"],
             ),
             ("Cached read ÷ database read ≥ 1.5", f"{cache:.2f}", cache >= TARGETS["cache_vs_database"]),
+            *(
+                (
+                    f"{label}, metrics on ÷ off ≥ 0.9",
+                    f"{ratio:.2f}",
+                    ratio >= TARGETS["metrics_on_vs_off"],
+                )
+                for label, ratio in (("/health", metrics_health), ("Database read", metrics_db))
+            ),
             (
                 "Cached read with a bearer token ÷ without ≥ 0.8",
                 f"{protected:.2f}",

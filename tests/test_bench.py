@@ -34,6 +34,8 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
     assert table in result.stdout
     for row in (
         "| GET /health |",
+        "| GET /health, project without metrics |",
+        "| The same read, project without metrics* |",
         "| GET /items/{id} from the database",
         "| GET /items/{id} from the Redis cache* |",
         "| The same read behind a bearer token (access token checked)* |",
@@ -54,9 +56,9 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
     results = json.loads((tmp_path / "results.json").read_text())
     # Every HTTP target of every row answered 2xx and was timed.
     rounds = [load for measured in results["http"].values() for load in measured["rounds"]]
-    assert len(results["http"]) == 21
+    assert len(results["http"]) == 23
     assert all(load["rps"] > 0 and load["requests"] > 0 and load["cpu_us"] > 0 for load in rounds)
     # Every broadcast reached every client: on the app, bare python-socketio and plain WebSockets.
     for kind in ("app", "ceiling", "plain"):
         assert results["socketio"][kind]["lost"] == 0
-    assert len(results["targets"]) == 9
+    assert len(results["targets"]) == 11

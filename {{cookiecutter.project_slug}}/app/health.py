@@ -6,6 +6,10 @@ Redis is not one of those: whatever uses it has a fallback while it fails, so a
 Redis outage is reported as `degraded` in the body with a 200, and platforms keep
 every instance in service.
 {% endif %}
+
+The probes read the app's state directly rather than through `app.deps`: platforms
+call them every few seconds, and resolving a dependency costs more than a liveness
+answer itself.
 """
 
 import asyncio
@@ -14,18 +18,14 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, {{ "Request, " if cookiecutter.use_postgres or cookiecutter.use_redis else "" }}Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 {% if cookiecutter.use_postgres %}
 from sqlalchemy import text
 {% endif %}
 
 from app import __version__
-{% if cookiecutter.use_postgres or cookiecutter.use_redis %}
-from app.deps import SettingsDep, app_state
-{% else %}
-from app.deps import SettingsDep
-{% endif %}
+from app.deps import app_state
 from app.paths import LIVENESS_PATH, READINESS_PATH
 
 
@@ -76,8 +76,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get(LIVENESS_PATH)
-async def liveness(settings: SettingsDep) -> Liveness:
+async def liveness(request: Request) -> Liveness:
     """The process is up and serving; no dependency is touched."""
+    settings = app_state(request).settings
     return Liveness(
         status="ok",
         service=settings.service_name,
@@ -88,17 +89,9 @@ async def liveness(settings: SettingsDep) -> Liveness:
 
 
 @router.get(READINESS_PATH, responses={503: {"model": Readiness}})
-async def readiness(
-{% if cookiecutter.use_postgres or cookiecutter.use_redis %}
-    request: Request,
-{% endif %}
-    response: Response,
-    settings: SettingsDep,
-) -> Readiness:
+async def readiness(request: Request, response: Response) -> Readiness:
     """Each dependency answers within HEALTH_CHECK_TIMEOUT; 503 when a required one fails."""
-{% if cookiecutter.use_postgres or cookiecutter.use_redis %}
     state = app_state(request)
-{% endif %}
     # name -> (check, required)
     checks: dict[str, tuple[Callable[[], Awaitable[object]], bool]] = {}
 {% if cookiecutter.use_postgres %}
@@ -115,7 +108,7 @@ async def readiness(
 {% endif %}
     results = await asyncio.gather(
         *(
-            run_check(check, required=required, limit=settings.health_check_timeout)
+            run_check(check, required=required, limit=state.settings.health_check_timeout)
             for check, required in checks.values()
         )
     )
