@@ -6,12 +6,15 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from redis import Redis
+
 from bench.config import BENCH, Settings
 from bench.load import Alternative, Row, Target, describe, measure_http
 from bench.login import measure_login
 from bench.project import Project
-from bench.servers import serving
+from bench.servers import Server, http_status, serving
 from toolkit.auth import mint_token
+from toolkit.bakery import REDIS_URL
 
 # Ways to apply the same Redis-backed limit to GET / on bare FastAPI (bench/ceilings.py).
 LIMITERS = (
@@ -22,10 +25,27 @@ LIMITERS = (
 )
 
 
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def assert_counted(server: Server, prefix: str) -> None:
+    """GET / on `server` leaves a rate-limit counter in Redis: else its row measures no limiter."""
+    if http_status(server.port, "/") != 200:
+        raise RuntimeError(f"{server.name} does not answer GET / with 200")
+    with Redis.from_url(REDIS_URL) as redis:
+        if not redis.keys(f"{prefix}ratelimit*"):
+            raise RuntimeError(f"GET / on {server.name} was not counted against a rate limit")
+
+
 def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
     """Throughput, latency and CPU per request of every row, the login cost, and RSS after the load."""
     app = project.server("app")
     unlimited = project.server("app-unlimited", RATE_LIMIT_ENABLED="false")
+    # The default limit covers writes only; here it covers GET / too, counted under a prefix of its own.
+    limited_prefix = f"{project.env['CACHE_KEY_PREFIX']}limited-reads:"
+    limited = project.server(
+        "app-limited-reads", RATE_LIMIT_DEFAULT_METHODS=",".join(ALL_METHODS), CACHE_KEY_PREFIX=limited_prefix
+    )
     without_redis = project.server("app-no-redis", cwd=project.without_redis, RATE_LIMIT_ENABLED="false")
     without_metrics = project.server("app-no-metrics", cwd=project.without_metrics)
     without_redis_or_metrics = project.server(
@@ -87,7 +107,7 @@ def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
         ],
         [row("write", "POST /items", Target(app, "/items", post, signed_in), "/items", script=True)],
         [
-            row("limited", "GET /, rate-limited (Redis storage)", Target(app, "/"), "/"),
+            row("limited", "GET /, rate-limited (Redis storage)†", Target(limited, "/"), "/"),
             row("unlimited", "GET /, rate limiting off", Target(unlimited, "/"), "/"),
             *(
                 Alternative(key, label, Target(fastapi, f"/limited/{key}"), Target(fastapi, "/"))
@@ -99,6 +119,7 @@ def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
     servers = (
         app,
         unlimited,
+        limited,
         without_redis,
         without_metrics,
         without_redis_or_metrics,
@@ -107,6 +128,7 @@ def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
         starlette,
     )
     with serving(*servers):
+        assert_counted(limited, limited_prefix)
         found["auth"] = measure_login(project.python, project.directory, unlimited, settings.logins)
         http = measure_http(groups, settings, project.pinning, project.run_id)
         time.sleep(1.0)

@@ -72,9 +72,11 @@ def render(results: dict[str, Any]) -> str:
             "",
             "\\* The reads with rate limiting off, so that they compare the source alone (the limiter's "
             "cost is the GET / pair); the signed-in read is the same route behind the project's bearer "
-            "check (`bench/protected.py`), and POST /items sends an access token. Every other row is the "
-            "default project as generated; all run with CORS origins, trusted hosts and production "
-            "settings, and no Sentry DSN.",
+            "check (`bench/protected.py`), and POST /items sends an access token. † The default limit "
+            "covers writes only; this instance sets `RATE_LIMIT_DEFAULT_METHODS` to every method, so "
+            "GET / is counted in Redis (checked before the run). Every other row is the default project "
+            "as generated; all run with CORS origins, trusted hosts and production settings, and no "
+            "Sentry DSN.",
         ]
     auth = results.get("auth")
     if auth:

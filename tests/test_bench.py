@@ -41,7 +41,7 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
         "| The same read behind a bearer token (access token checked)* |",
         "Logging in (`POST /auth/token`",
         "| POST /items |",
-        "| GET /, rate-limited (Redis storage) |",
+        "| GET /, rate-limited (Redis storage)† |",
         "| GET /, rate limiting off |",
         "| slowapi, storage calls in `asyncio.to_thread` |",
         "| slowapi, storage calls in Starlette's `run_in_threadpool` |",
