@@ -63,9 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         if "http" in options.only:
             step("HTTP endpoints")
             results |= measure_endpoints(baked, settings)
-            rss_after_load = results.pop("rss_after_load_mb")
-            if "startup" in results:
-                results["startup"]["rss_after_load_mb"] = rss_after_load
         if "socketio" in options.only:
             step("Socket.IO")
             results["socketio"] = measure_realtime(baked, settings)

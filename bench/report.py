@@ -142,7 +142,7 @@ def render(results: dict[str, Any]) -> str:
                 "compiled; median) "
                 f"| {start['cold_start_s']:.2f} s | {start['cold_start_cpu_s']:.2f} s |"
             )
-            after_load = start.get("rss_after_load_mb")
+            after_load = results.get("rss_after_load_mb")
             rss = f"{start['idle_rss_mb']:.0f} MB" + (f" / {after_load:.0f} MB" if after_load else "")
             label = "Idle RSS per worker: after start" + (" / after the HTTP load" if after_load else "")
             lines.append(f"| {label} | {rss} | |")
@@ -220,7 +220,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     start = results.get("startup")
     if start:
         if "cold_start_s" in start:
-            rss = max(start["idle_rss_mb"], start.get("rss_after_load_mb", 0.0))
+            rss = max(start["idle_rss_mb"], results.get("rss_after_load_mb", 0.0))
             found += [
                 (
                     "Cold start to the first 200 < 1.5 s",
