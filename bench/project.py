@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from redis import Redis
+
 from bench.config import BENCH, UNREFUSED_LIMIT
 from bench.servers import Pinning, Server
 from toolkit.bakery import DATABASE_URL, REDIS_URL, bake, superset_dependencies, venv_for
@@ -92,7 +94,7 @@ def prepared(logs: Path, pinning: Pinning) -> Iterator[Project]:
             yield Project(work, python, *baked, env, item, logs, pinning, run_id)
         finally:
             drop_scratch_database(python, directory, DATABASE_URL, database)
-            forget_redis_keys(python, prefix)
+            forget_redis_keys(prefix)
 
 
 def seed(python: Path, database: str) -> int:
@@ -109,9 +111,8 @@ def seed(python: Path, database: str) -> int:
     return int(run([python, "-c", code, database.replace("+asyncpg", "")], ROOT).stdout)
 
 
-def forget_redis_keys(python: Path, prefix: str) -> None:
-    code = (
-        "import sys, redis; client = redis.Redis.from_url(sys.argv[1]); "
-        "keys = list(client.scan_iter(sys.argv[2] + '*')); keys and client.delete(*keys)"
-    )
-    run([python, "-c", code, REDIS_URL, prefix], ROOT)
+def forget_redis_keys(prefix: str) -> None:
+    with Redis.from_url(REDIS_URL) as client:
+        keys = list(client.scan_iter(f"{prefix}*"))
+        if keys:
+            client.delete(*keys)

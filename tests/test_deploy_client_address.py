@@ -46,10 +46,10 @@ Delivery = tuple[str, Headers]
 # Documentation prefixes (RFC 5737): the two real clients.
 CLIENT_A = "203.0.113.10"
 CLIENT_B = "198.51.100.20"
-# Headers a client may write to pick an address; an edge that sets one overwrites it.
 # URLs nothing connects to (app_env leaves Redis out).
 UNUSED_DATABASE = "postgresql://app:unused@127.0.0.1:9/app"
 UNUSED_REDIS = "redis://127.0.0.1:9/0"
+# Headers a client may write to pick an address; an edge that sets one overwrites it.
 FORGEABLE = ("X-Forwarded-For", "X-Real-IP", "Fly-Client-IP", "CF-Connecting-IP")
 
 

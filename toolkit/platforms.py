@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from toolkit.deploy import (
+    SLUG,
     by_address,
     by_kind,
     chart_values,
@@ -34,7 +35,6 @@ from toolkit.deploy import (
 )
 from toolkit.processes import free_port
 
-SLUG = "my-service"
 # Cloud Run sends SIGKILL 10 s after SIGTERM; the file cannot change it.
 CLOUD_RUN_GRACE = 10
 # Render sets PORT to 10000 unless the service sets it.
@@ -81,8 +81,9 @@ def launch(
 
 def healthcheck_path(project: Path) -> str:
     """The path the image's HEALTHCHECK requests."""
-    path = re.search(r"'(/health[^']*)'", image_healthcheck(project).command[-1])
-    assert path, image_healthcheck(project)
+    command = image_healthcheck(project).command
+    path = re.search(r"'(/health[^']*)'", command[-1])
+    assert path, command
     return path.group(1)
 
 
