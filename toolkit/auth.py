@@ -36,11 +36,11 @@ def create_admin(python: Path, project: Path, env: dict[str, str]) -> str:
     return result.stdout
 
 
-def log_in(base: str, **client: Any) -> dict[str, Any]:
+def log_in(base: str, email: str = ADMIN_EMAIL, **client: Any) -> dict[str, Any]:
     """The admin's tokens from the OAuth2 password flow at /auth/token."""
     response = httpx.post(
         f"{base}/auth/token",
-        data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+        data={"username": email, "password": ADMIN_PASSWORD},
         timeout=30,
         **client,
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from toolkit.auth import ADMIN_PASSWORD
 from toolkit.deploy import (
     SLUG,
     by_address,
@@ -69,6 +70,9 @@ class Launch:
     health: str  # the path of the check that gates traffic
     health_host: str  # the Host header that check sends
     public_host: str  # a Host the service answers to for clients
+    # The README's first admin, where the platform runs it as a one-off job of its own;
+    # None where the README runs it in a serving instance (exec, ssh, a shell).
+    create_admin: Process | None = None
 
 
 def launch(
@@ -231,9 +235,37 @@ def cloud_run_launch(project: Path, database: str, redis: str, home: Path, answe
     job = load("migrate-job.yaml")["spec"]["template"]["spec"]["template"]["spec"]["containers"][0]
     release = [process(job, container_env(job, secrets_))]
     health = container["startupProbe"]["httpGet"]["path"]
+    admin = cloud_run_admin_job(project, secrets_ | {f"{SLUG}-admin-password": ADMIN_PASSWORD}, flags)
     return Launch(
-        serve, release, port, CLOUD_RUN_GRACE, health, f"127.0.0.1:{port}", "my-service-abc123-ew.a.run.app"
+        serve,
+        release,
+        port,
+        CLOUD_RUN_GRACE,
+        health,
+        f"127.0.0.1:{port}",
+        "my-service-abc123-ew.a.run.app",
+        admin,
     )
+
+
+def cloud_run_admin_job(project: Path, stored: dict[str, str], flags: list[str]) -> Process | None:
+    """The README's `gcloud run jobs create ...-create-admin`: its command, arguments and
+    the secrets it names, nothing else (a job gets none of the service's variables)."""
+    readme = (project / "README.md").read_text().replace("\\\n", " ")
+    start = f"gcloud run jobs create {SLUG}-create-admin "
+    line = next((line for line in readme.splitlines() if line.startswith(start)), None)
+    if line is None:
+        return None
+    words = shlex.split(line)
+    options = dict(word.removeprefix("--").partition("=")[::2] for word in words[5:])
+    env = {}
+    for pair in options["set-secrets"].split(","):
+        name, _, reference = pair.partition("=")
+        env[name] = stored[reference.removesuffix(":latest")]
+    if "set-env-vars" in options:
+        env |= dict(pair.partition("=")[::2] for pair in options["set-env-vars"].split(","))
+    assert options["set-cloudsql-instances"] == "$PROJECT_ID:$REGION:main-db"
+    return Process(env, options["args"].split(","), [options["command"]], flags)
 
 
 def cloud_sql(database: str) -> tuple[list[str], str]:
