@@ -8,6 +8,7 @@ from typing import Any
 
 from redis import Redis
 
+from bench.collector import Collector
 from bench.config import BENCH, Settings
 from bench.load import Alternative, Row, Target, describe, measure_http
 from bench.login import measure_login
@@ -52,6 +53,13 @@ def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
         "app-no-redis-no-metrics", cwd=project.without_redis_or_metrics, RATE_LIMIT_ENABLED="false"
     )
     protected = project.server("app-protected", "protected:app", RATE_LIMIT_ENABLED="false")
+    collector = Collector()
+    traced = project.server(
+        "app-traced",
+        cwd=project.without_redis,
+        RATE_LIMIT_ENABLED="false",
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+    )
     fastapi = project.server("fastapi", "ceilings:fastapi_app")
     starlette = project.server("starlette", "ceilings:starlette_app")
     post = BENCH / "post.lua"
@@ -84,6 +92,12 @@ def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
                 "item_db",
                 "GET /items/{id} from the database (project without Redis)*",
                 Target(without_redis, f"/items/{item}"),
+                f"/db/items/{item}",
+            ),
+            row(
+                "item_db_traced",
+                "The same read, traced (spans sent to a local OTLP endpoint)*",
+                Target(traced, f"/items/{item}"),
                 f"/db/items/{item}",
             ),
             row(
@@ -124,13 +138,17 @@ def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
         without_metrics,
         without_redis_or_metrics,
         protected,
+        traced,
         fastapi,
         starlette,
     )
-    with serving(*servers):
+    with collector, serving(*servers):
         assert_counted(limited, limited_prefix)
         found["auth"] = measure_login(project.python, project.directory, unlimited, settings.logins)
         http = measure_http(groups, settings, project.pinning, project.run_id)
+        if not collector.exports:
+            raise RuntimeError("the traced instance sent no spans: its row measured no tracing")
+        found["tracing"] = {"exports": collector.exports, "megabytes": collector.bytes / 1e6}
         time.sleep(1.0)
         found["rss_after_load_mb"] = app.rss_mb()
     items = [item for group in groups for item in group]

@@ -78,6 +78,16 @@ def render(results: dict[str, Any]) -> str:
             "as generated; all run with CORS origins, trusted hosts and production settings, and no "
             "Sentry DSN.",
         ]
+    tracing = results.get("tracing")
+    if http and tracing:
+        by_key = {row["key"]: row for row in rows}
+        traced = paired_ratio(http[by_key["item_db_traced"]["app"]], http[by_key["item_db"]["app"]])
+        lines += [
+            "",
+            f"Tracing: the database read traced ÷ untraced {traced:.2f} (every request traced, "
+            f"spans exported in batches: {tracing['exports']:,} exports, "
+            f"{tracing['megabytes']:,.1f} MB). Untraced instances import no exporter.",
+        ]
     auth = results.get("auth")
     if auth:
         lines += [

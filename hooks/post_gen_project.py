@@ -65,6 +65,8 @@ FEATURE_PATHS: dict[str, list[str]] = {
         # The gunicorn test finds a free port and waits for the server with it.
         "tests/live.py",
         "tests/test_metrics.py",
+        "app/tracing",
+        "tests/test_tracing.py",
         "deploy/helm/{{cookiecutter.project_slug}}/templates/servicemonitor.yaml",
     ],
     "use_auth": [

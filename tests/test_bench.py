@@ -39,6 +39,8 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
         "| GET /items/{id} from the database",
         "| GET /items/{id} from the Redis cache* |",
         "| The same read behind a bearer token (access token checked)* |",
+        "| The same read, traced (spans sent to a local OTLP endpoint)* |",
+        "Tracing: the database read traced ÷ untraced",
         "Logging in (`POST /auth/token`",
         "| POST /items |",
         "| GET /, rate-limited (Redis storage)† |",
@@ -56,7 +58,7 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
     results = json.loads((tmp_path / "results.json").read_text())
     # Every HTTP target of every row answered 2xx and was timed.
     rounds = [load for measured in results["http"].values() for load in measured["rounds"]]
-    assert len(results["http"]) == 23
+    assert len(results["http"]) == 24
     assert all(load["rps"] > 0 and load["requests"] > 0 and load["cpu_us"] > 0 for load in rounds)
     # Every broadcast reached every client: on the app, bare python-socketio and plain WebSockets.
     for kind in ("app", "ceiling", "plain"):

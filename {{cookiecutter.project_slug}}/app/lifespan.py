@@ -3,7 +3,10 @@
 import functools
 import gc
 from collections.abc import AsyncIterator, Callable
-from contextlib import {{ "AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager" if cookiecutter.use_postgres or cookiecutter.use_redis or cookiecutter.use_socketio else "AbstractAsyncContextManager, asynccontextmanager" }}
+from contextlib import {{ "AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager" if cookiecutter.use_postgres or cookiecutter.use_redis or cookiecutter.use_socketio or cookiecutter.use_metrics else "AbstractAsyncContextManager, asynccontextmanager" }}
+{% if cookiecutter.use_metrics %}
+from typing import TYPE_CHECKING
+{% endif %}
 
 {% if cookiecutter.use_socketio %}
 import socketio
@@ -33,20 +36,29 @@ from app.redis_client import RedisBreaker, open_redis
 {% endif %}
 from app.settings import Settings
 from app.state import STATE_KEY, AppState
+{% if cookiecutter.use_metrics %}
+from app.tracing import open_tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+{% endif %}
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[dict[str, AppState]]]
 
 
-{% if cookiecutter.use_socketio %}
-def lifespan(settings: Settings, sio: socketio.AsyncServer) -> Lifespan:
+{% if cookiecutter.use_socketio and cookiecutter.use_metrics %}
+def lifespan(
+    settings: Settings, sio: socketio.AsyncServer, tracing: "TracerProvider | None"
+) -> Lifespan:
 {% else %}
-def lifespan(settings: Settings) -> Lifespan:
+{% set parameters = ["settings: Settings"] + (["sio: socketio.AsyncServer"] if cookiecutter.use_socketio else []) + (['tracing: "TracerProvider | None"'] if cookiecutter.use_metrics else []) %}
+def lifespan({{ parameters | join(", ") }}) -> Lifespan:
 {% endif %}
     """Open what the app holds at startup, close it at shutdown (in reverse order)."""
 
     @asynccontextmanager
     async def run(_app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
-{% if not (cookiecutter.use_postgres or cookiecutter.use_redis or cookiecutter.use_socketio) %}
+{% if not (cookiecutter.use_postgres or cookiecutter.use_redis or cookiecutter.use_socketio or cookiecutter.use_metrics) %}
         tune_garbage_collector()
         yield {STATE_KEY: AppState(settings=settings{{ ", rate_limits=Budgets()" if cookiecutter.use_rate_limit else "" }})}
 {% else %}
@@ -60,6 +72,10 @@ def lifespan(settings: Settings) -> Lifespan:
 {% if cookiecutter.use_redis %}
             redis = await stack.enter_async_context(open_redis(settings))
             breaker = RedisBreaker()
+{% endif %}
+{% if cookiecutter.use_metrics %}
+{% set clients = (["database.engine"] if cookiecutter.use_postgres else []) + (["redis"] if cookiecutter.use_redis else []) %}
+            await stack.enter_async_context(open_tracing({{ (["tracing"] + clients) | join(", ") }}))
 {% endif %}
 {% if cookiecutter.use_socketio %}
             await stack.enter_async_context(open_realtime(sio))

@@ -1,6 +1,7 @@
 """Logging: JSON lines in production, readable lines in development.
 
-Every line logged while a request is handled carries that request's id.
+Every line logged while a request is handled carries that request's id{{ " (and, when
+traces are sent, its trace id)" if cookiecutter.use_metrics else "" }}.
 """
 
 import json
@@ -9,6 +10,10 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+{% if cookiecutter.use_metrics %}
+from opentelemetry import trace
+
+{% endif %}
 from app.settings import Settings
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -24,6 +29,19 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+{% if cookiecutter.use_metrics %}
+class TraceIdFilter(logging.Filter):
+    """Copy the current span's trace and span ids onto every record (when traces are sent)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.trace_id = format(context.trace_id, "032x")
+            record.span_id = format(context.span_id, "016x")
+        return True
+
+
+{% endif %}
 class JsonFormatter(logging.Formatter):
     """One JSON object per line."""
 
@@ -37,6 +55,12 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", "-"),
         }
+{% if cookiecutter.use_metrics %}
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None:
+            line["trace_id"] = trace_id
+            line["span_id"] = getattr(record, "span_id", "-")
+{% endif %}
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)
@@ -46,6 +70,10 @@ def configure_logging(settings: Settings) -> None:
     """Send the root logger and the server's loggers to stdout in one format."""
     handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(RequestIdFilter())
+{% if cookiecutter.use_metrics %}
+    if settings.otlp_traces_endpoint is not None:
+        handler.addFilter(TraceIdFilter())
+{% endif %}
     handler.setFormatter(JsonFormatter() if settings.json_logs else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers = [handler]

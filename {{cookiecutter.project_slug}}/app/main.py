@@ -28,6 +28,9 @@ from app.routers import ROUTERS
 from app.sentry import init_sentry
 {% endif %}
 from app.settings import Settings, get_settings
+{% if cookiecutter.use_metrics %}
+from app.tracing import telemetry_config, tracer_provider
+{% endif %}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,18 +43,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 {% if cookiecutter.use_socketio %}
     sio = create_server(settings)
 {% endif %}
+{% if cookiecutter.use_metrics %}
+    tracing = tracer_provider(settings)
+{% endif %}
 
     api = FastAPI(
         title=settings.service_name,
         version=__version__,
         debug=settings.debug,
-        lifespan=lifespan(settings{{ ", sio" if cookiecutter.use_socketio else "" }}),
+        lifespan=lifespan(settings{{ ", sio" if cookiecutter.use_socketio else "" }}{{ ", tracing" if cookiecutter.use_metrics else "" }}),
         docs_url=DOCS_PATH if settings.serve_docs else None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.serve_docs else None,
+{% if cookiecutter.use_metrics %}
+        telemetry=telemetry_config(tracing),
+{% else %}
         # FastAPI's built-in OpenTelemetry costs every request a provider lookup
         # and this service exports none; to export, remove this argument.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+{% endif %}
     )
     for router in ROUTERS:
         api.include_router(router)

@@ -12,7 +12,18 @@ from urllib.parse import urlsplit
 {% if cookiecutter.use_rate_limit %}
 from limits import parse_many
 {% endif %}
+{% if cookiecutter.use_metrics %}
+from pydantic import (
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+{% else %}
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+{% endif %}
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 {% if cookiecutter.use_postgres %}
 from sqlalchemy import make_url
@@ -172,6 +183,14 @@ class Settings(BaseSettings):
     # Prometheus metrics at /metrics, for scrapers sending `Authorization: Bearer
     # <METRICS_TOKEN>`; unset means /metrics answers 404.
     metrics_token: SecretStr | None = None
+    # OpenTelemetry traces, sent over OTLP/HTTP when an endpoint is set (the standard
+    # variables; the exporter reads the others, such as OTEL_EXPORTER_OTLP_HEADERS).
+    otel_exporter_otlp_endpoint: HttpUrl | None = None
+    otel_exporter_otlp_traces_endpoint: HttpUrl | None = None
+    otel_exporter_otlp_protocol: Literal["http/protobuf"] = "http/protobuf"
+    otel_sdk_disabled: bool = False
+    # Share of requests traced (0 to 1); a query outside a request is never traced alone.
+    traces_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
 {% endif %}
 {% if cookiecutter.use_sentry %}
 
@@ -238,7 +257,7 @@ class Settings(BaseSettings):
         except ArgumentError:
             raise ValueError("DATABASE_URL is not a database URL") from None
 {% endif %}
-{% set unset_when_empty = (['"secret_key_previous"'] if cookiecutter.use_auth else []) + (['"redis_url"'] if cookiecutter.use_redis else []) + (['"metrics_token"'] if cookiecutter.use_metrics else []) + (['"sentry_dsn"'] if cookiecutter.use_sentry else []) %}
+{% set unset_when_empty = (['"secret_key_previous"'] if cookiecutter.use_auth else []) + (['"redis_url"'] if cookiecutter.use_redis else []) + (['"metrics_token"', '"otel_exporter_otlp_endpoint"', '"otel_exporter_otlp_traces_endpoint"'] if cookiecutter.use_metrics else []) + (['"sentry_dsn"'] if cookiecutter.use_sentry else []) %}
 {% if unset_when_empty %}
 
     @field_validator(
@@ -335,6 +354,19 @@ class Settings(BaseSettings):
         if self.log_json is not None:
             return self.log_json
         return self.environment in {"staging", "production"}
+{% if cookiecutter.use_metrics %}
+
+    @property
+    def otlp_traces_endpoint(self) -> str | None:
+        """Where spans are sent, resolved as OpenTelemetry's specification says; None: nowhere."""
+        if self.otel_sdk_disabled:
+            return None
+        if self.otel_exporter_otlp_traces_endpoint is not None:
+            return str(self.otel_exporter_otlp_traces_endpoint)
+        if self.otel_exporter_otlp_endpoint is not None:
+            return f"{str(self.otel_exporter_otlp_endpoint).rstrip('/')}/v1/traces"
+        return None
+{% endif %}
 
 
 @lru_cache
