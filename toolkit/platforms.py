@@ -249,8 +249,8 @@ def cloud_run_launch(project: Path, database: str, redis: str, home: Path, answe
 
 
 def cloud_run_admin_job(project: Path, stored: dict[str, str], flags: list[str]) -> Process | None:
-    """The README's `gcloud run jobs create ...-create-admin`: its command, arguments and
-    the secrets it names, nothing else (a job gets none of the service's variables)."""
+    """The README's `gcloud run jobs create ...-create-admin`: its command, arguments,
+    secrets and variables, nothing else (a job gets none of the service's)."""
     readme = (project / "README.md").read_text().replace("\\\n", " ")
     start = f"gcloud run jobs create {SLUG}-create-admin "
     line = next((line for line in readme.splitlines() if line.startswith(start)), None)
