@@ -258,12 +258,14 @@ def cloud_run_admin_job(project: Path, stored: dict[str, str], flags: list[str])
         return None
     words = shlex.split(line)
     options = dict(word.removeprefix("--").partition("=")[::2] for word in words[5:])
-    env = {}
-    for pair in options["set-secrets"].split(","):
-        name, _, reference = pair.partition("=")
-        env[name] = stored[reference.removesuffix(":latest")]
-    if "set-env-vars" in options:
-        env |= dict(pair.partition("=")[::2] for pair in options["set-env-vars"].split(","))
+
+    def pairs(option: str) -> dict[str, str]:
+        """`NAME=value,NAME=value`, as gcloud writes a list of pairs."""
+        return dict(pair.split("=", 1) for pair in options.get(option, "").split(",") if pair)
+
+    secrets = pairs("set-secrets")
+    env = {name: stored[reference.removesuffix(":latest")] for name, reference in secrets.items()}
+    env |= pairs("set-env-vars")
     assert options["set-cloudsql-instances"] == "$PROJECT_ID:$REGION:main-db"
     return Process(env, options["args"].split(","), [options["command"]], flags)
 

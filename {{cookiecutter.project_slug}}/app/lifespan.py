@@ -8,10 +8,10 @@ from contextlib import {{ "AbstractAsyncContextManager, AsyncExitStack, asynccon
 from typing import TYPE_CHECKING
 {% endif %}
 
-{% if cookiecutter.use_socketio %}
-import socketio
-{% endif %}
 from fastapi import FastAPI
+{% if cookiecutter.use_socketio %}
+from socketio import AsyncServer
+{% endif %}
 
 {% if cookiecutter.use_redis %}
 from app.cache import Cache
@@ -46,14 +46,8 @@ if TYPE_CHECKING:
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[dict[str, AppState]]]
 
 
-{% if cookiecutter.use_socketio and cookiecutter.use_metrics %}
-def lifespan(
-    settings: Settings, sio: socketio.AsyncServer, tracing: "TracerProvider | None"
-) -> Lifespan:
-{% else %}
-{% set parameters = ["settings: Settings"] + (["sio: socketio.AsyncServer"] if cookiecutter.use_socketio else []) + (['tracing: "TracerProvider | None"'] if cookiecutter.use_metrics else []) %}
+{% set parameters = ["settings: Settings"] + (["sio: AsyncServer"] if cookiecutter.use_socketio else []) + (['tracing: "TracerProvider | None"'] if cookiecutter.use_metrics else []) %}
 def lifespan({{ parameters | join(", ") }}) -> Lifespan:
-{% endif %}
     """Open what the app holds at startup, close it at shutdown (in reverse order)."""
 
     @asynccontextmanager

@@ -12,18 +12,7 @@ from urllib.parse import urlsplit
 {% if cookiecutter.use_rate_limit %}
 from limits import parse_many
 {% endif %}
-{% if cookiecutter.use_metrics %}
-from pydantic import (
-    Field,
-    HttpUrl,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-{% else %}
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-{% endif %}
+from pydantic import Field, {{ "HttpUrl, " if cookiecutter.use_metrics else "" }}SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 {% if cookiecutter.use_postgres %}
 from sqlalchemy import make_url
