@@ -84,15 +84,17 @@ REPLACED_PATHS: dict[str, list[str]] = {
     "use_auth": ["app/security.py", "tests/test_security.py"],
 }
 
-# Deploy target -> paths that exist only for that target.
+# Deploy target -> paths that exist only for that target. Every target but the VM
+# runs the image; CI checks it with the two deploy/ scripts.
+IMAGE = ["Dockerfile", "deploy/check-image", "deploy/image-requirements"]
 TARGET_PATHS: dict[str, list[str]] = {
-    "docker-compose": ["Dockerfile", "compose.prod.yaml", "Caddyfile", "deploy/compose"],
-    "railway": ["Dockerfile", ".railway"],
-    "cloud-run": ["deploy/cloud-run", "Dockerfile"],
-    "kubernetes": ["deploy/helm", "Dockerfile"],
+    "docker-compose": [*IMAGE, "compose.prod.yaml", "Caddyfile", "deploy/compose"],
+    "railway": [*IMAGE, ".railway"],
+    "cloud-run": [*IMAGE, "deploy/cloud-run"],
+    "kubernetes": [*IMAGE, "deploy/helm"],
     "vm": ["deploy/vm", "gunicorn.conf.py"],
-    "fly": ["Dockerfile", "fly.toml"],
-    "render": ["Dockerfile", "render.yaml"],
+    "fly": [*IMAGE, "fly.toml"],
+    "render": [*IMAGE, "render.yaml"],
 }
 
 

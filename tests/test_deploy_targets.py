@@ -295,10 +295,11 @@ def test_build_context_holds_what_the_image_runs_and_no_secrets(
 @pytest.mark.parametrize("answers", params(("docker-compose",), ("full", "bare")))
 def test_scripts_are_executable_and_shellcheck_clean(bakery: Any, answers: dict[str, Any]) -> None:
     project = bakery(**answers)
-    folders = (project / "scripts", project / "deploy" / "compose")
-    scripts = sorted(path for folder in folders for path in folder.iterdir())
+    folders = (project / "scripts", project / "deploy" / "compose", project / "deploy")
+    scripts = sorted(path for folder in folders for path in folder.iterdir() if path.is_file())
     names = {str(script.relative_to(project)) for script in scripts}
-    assert names == {"scripts/serve", "deploy/compose/release"} | (
+    ci = {"deploy/check-image", "deploy/image-requirements"}
+    assert names == {"scripts/serve", "deploy/compose/release", *ci} | (
         {"scripts/migrate", "deploy/compose/backup", "deploy/compose/restore"}
         if answers.get("use_postgres", True)
         else set()
@@ -386,9 +387,11 @@ def test_deploy_docs_render_for_each_variant(bakery: Any, answers: dict[str, Any
     assert [line for line in text.splitlines() if line != line.rstrip()] == []
     assert "\n\n\n" not in text and text.endswith("\n")
     assert traces(text, removed_features(answers), PLATFORM_WORDS) == []
-    # Numbered steps count 1, 2, 3... whatever the switches remove.
-    steps = [int(number) for number in re.findall(r"^(\d+)\. ", text, re.MULTILINE)]
-    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 4
+    # Numbered steps count 1, 2, 3... in each section, whatever the switches remove.
+    sections = re.split(r"^### ", text, flags=re.MULTILINE)
+    counts = [[int(number) for number in re.findall(r"^(\d+)\. ", part, re.MULTILINE)] for part in sections]
+    assert [steps for steps in counts if steps != list(range(1, len(steps) + 1))] == []
+    assert max(len(steps) for steps in counts) >= 4
     # Every project file the doc names exists in the project baked with the same answers.
     named = set(re.findall(r"`((?:deploy/|scripts/|gunicorn\.conf)[^`\s]*)`", text))
     assert named

@@ -39,7 +39,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from toolkit import images, podman
+from toolkit import images, podman, workflows
 from toolkit.auth import ADMIN_EMAIL, ADMIN_PASSWORD, log_in
 from toolkit.bakery import CACHE_DIR, lock, render_pyproject
 from toolkit.deploy import (
@@ -538,3 +538,58 @@ def test_a_request_still_open_at_a_stop_does_not_outlast_cloud_runs_grace_period
     assert final["ExitCode"] in (0, 143), f"{final}\n{output}"
     assert graceful - 0.5 <= stopped < CLOUD_RUN_GRACE, f"stopped in {stopped:.1f} s"
     assert "Application shutdown complete." in output, output
+
+
+# --- The generated CI's image job -------------------------------------------------------
+
+
+@pytest.mark.containers
+@pytest.mark.xdist_group(f"image-{DEFAULT_PYTHON}")
+def test_the_ci_image_job_runs_here_as_the_workflow_writes_it(
+    docker: Docker, app_images: images.AppImages, venv: Path, services: dict[str, str], tmp_path: Path
+) -> None:
+    """Its `run:` steps, in order, on the tests' daemon with the local PostgreSQL and
+    Redis standing for its service containers (toolkit.workflows)."""
+    # A copy of the sources of the image built above, whose layers are the build's cache.
+    project = shutil.copytree(app_images(DEFAULT_PYTHON).project, tmp_path / "project")
+    client = {**docker.env, "PATH": f"{Path(docker.executable).parent}:{os.environ['PATH']}"}
+    with fresh_database(venv, project, services) as database, port_of_our_own(8000):
+        try:
+            steps = workflows.run_job(
+                project,
+                "image",
+                {"DATABASE_URL": database, "REDIS_URL": services["REDIS_URL"]},
+                {key: client[key] for key in ("DOCKER_HOST", "DOCKER_API_VERSION", "PATH") if key in client},
+            )
+        finally:
+            docker("image", "rm", f"{SLUG}:ci", check=False)
+        assert_at_head(venv, project, database)
+
+    (check,) = [step for step in steps if step.command.startswith("deploy/check-image ")]
+    assert "The image starts, serves and stops as the platforms run it" in check.result.stdout
+    (audit,) = [step for step in steps if step.command.startswith(workflows.AUDIT)]
+    packages = (project / "requirements.txt").read_text().splitlines()
+    assert "fastapi==" in "\n".join(packages) and not [p for p in packages if p.startswith(f"{SLUG}==")]
+    assert f"Dry run: would have audited {len(packages)} packages" in audit.result.stderr
+    sbom = json.loads((project / "sbom.cdx.json").read_text())
+    assert len(sbom["components"]) == len(packages)
+
+
+@pytest.mark.containers
+@pytest.mark.xdist_group(f"image-{DEFAULT_PYTHON}")
+def test_the_image_check_refuses_an_image_that_runs_as_root(
+    docker: Docker, app_images: images.AppImages, tmp_path: Path
+) -> None:
+    """Guards the test above: deploy/check-image fails, naming why."""
+    built = app_images(DEFAULT_PYTHON)
+    (tmp_path / "Dockerfile").write_text(f"FROM {built.tag}\nUSER root\n")
+    images.build(docker, tmp_path, f"{SLUG}:as-root")
+    try:
+        result = subprocess.run(
+            ["bash", built.project / "deploy" / "check-image", f"{SLUG}:as-root"],
+            env=docker.env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        docker("image", "rm", f"{SLUG}:as-root", check=False)
+    assert result.returncode == 1
+    assert result.stderr == "check-image: the image runs as root (USER is 'root')\n"

@@ -73,8 +73,11 @@ def render_file(relative: str, **changes: Any) -> str:
 def render_text(text: str, **changes: Any) -> str:
     """Template text rendered as cookiecutter renders the project, for these answers."""
     from cookiecutter.environment import StrictEnvironment
+    from jinja2 import FileSystemLoader
 
     env = StrictEnvironment(context={"cookiecutter": CONTEXT}, **CONTEXT["_jinja2_env_vars"])
+    # Where cookiecutter looks for `{% include %}`d files: the project template, then templates/.
+    env.loader = FileSystemLoader([TEMPLATE_DIR, TEMPLATE_DIR.parent / "templates"])
     return env.from_string(text).render(cookiecutter=answers_for(**changes))
 
 
