@@ -2,9 +2,9 @@
 privilege on every job, nothing for zizmor to report (offline), Dependabot keeping the
 pins current, and a deploy job per target that runs the README's own deploy command.
 
-The image job's commands run for real in tests/test_image.py, and the SSH deploy job in
-tests/test_compose_stack.py. Not run here: GitHub's runners, and the deploy calls that
-need a provider (flyctl, gcloud, helm against a cluster).
+Run for real: the VM's audit job and the SSH deploy job (against a local OpenSSH server
+and git checkout) here, the image job in tests/test_image.py. Not run: GitHub's runners,
+and the deploy calls that need a provider (flyctl, gcloud, helm against a cluster).
 """
 
 from __future__ import annotations
@@ -40,14 +40,13 @@ VARIANTS = [
     for label, features in (("all-on", {}), ("all-off", ALL_OFF))
     for target in TARGETS
 ]
-BY_TARGET = [pytest.param(target, id=target) for target in TARGETS]
 # A `uses:` line pinned to a full commit, with the version it is in a comment.
 PINNED = re.compile(r"^\s*(- )?uses: (?P<action>[\w.-]+/[\w./-]+)@(?P<sha>[0-9a-f]{40}) # v?\d+(\.\d+)*$")
 # Targets whose platform deploys by itself once the checks pass on main.
 SELF_DEPLOYING = {"railway", "render"}
 # Deploy settings with a default when unset.
 OPTIONAL_SETTINGS = {"DEPLOY_PATH", "DEPLOY_PORT", "GCP_REGION"}
-# What each deploy job may do beyond reading the repository.
+# The permissions each deploy job asks for.
 DEPLOY_PERMISSIONS = {
     "docker-compose": {},
     "vm": {},
@@ -168,7 +167,8 @@ def test_the_image_is_built_started_and_audited_on_every_push(bakery: Any, answe
     assert any(command.startswith("uvx --from cyclonedx-bom@") for command in commands)
     steps = workflow["jobs"][checked]["steps"]
     (upload,) = [step for step in steps if step.get("uses", "").startswith("actions/upload-artifact@")]
-    assert upload["with"]["path"].split() == ["sbom.cdx.json", "requirements.txt"]
+    assert upload["with"]["path"].split() == ["sbom.cdx.json", "requirements.txt", "pip-audit.json"]
+    assert upload["if"] == "${{ !cancelled() }}", "the report of a failed audit is kept"
 
 
 @pytest.mark.parametrize("answers", VARIANTS)
