@@ -8,6 +8,7 @@ import json
 import random
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,15 +47,24 @@ FAULT_CLIENTS = 50  # concurrent clients during a restart
 BEFORE_FAULT = 4.0  # seconds of load before the stop
 
 
-async def slow_create(base: str, name: str, seconds: float, signed_in: dict[str, str]) -> Sample:
-    """POST /items with the body sent over `seconds`: a request in flight for that long."""
+async def slow_create(
+    base: str, name: str, seconds: float, signed_in: dict[str, str], sending: asyncio.Event
+) -> Sample:
+    """POST /items with the body sent over `seconds`: a request in flight for that long.
+    `sending` is set once the request's headers are written."""
     body = json.dumps({"name": name}).encode()
     headers = {"content-type": "application/json", "content-length": str(len(body)), **signed_in}
     headers["x-forwarded-for"] = f"10.98.{random.randrange(256)}.{random.randrange(1, 255)}"
     sample = Sample("slow create", time.monotonic(), 0.0)
+
+    async def announced() -> AsyncIterator[bytes]:
+        sending.set()  # httpx asks for the body only after it wrote the headers
+        async for piece in trickle(body, seconds):
+            yield piece
+
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         try:
-            response = await client.post("/items", content=trickle(body, seconds), headers=headers)
+            response = await client.post("/items", content=announced(), headers=headers)
             sample.status, sample.body = response.status_code, response.text[:300]
         except httpx.HTTPError as error:
             sample.error = f"{type(error).__name__}: {error}"
@@ -91,11 +101,17 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_exits_cleanly(
             await traffic.seed(10)
             load = asyncio.create_task(traffic.run())
             await asyncio.sleep(BEFORE_FAULT - 1.5)
+            sending = [asyncio.Event() for _ in range(10)]
             uploads = [
-                asyncio.create_task(slow_create(server.base, f"slow-{traffic.tag}-{n}", 3.0, traffic.headers))
-                for n in range(10)
+                asyncio.create_task(
+                    slow_create(server.base, f"slow-{traffic.tag}-{n}", 3.0, traffic.headers, sending[n])
+                )
+                for n, _ in enumerate(sending)
             ]
-            await asyncio.sleep(1.5)  # the uploads are half-way through their bodies
+            # Every upload has reached the server before the signal, however busy this
+            # loop is with the load (on a loaded machine a fixed pause was not always enough).
+            await asyncio.wait_for(asyncio.gather(*(event.wait() for event in sending)), timeout=20)
+            await asyncio.sleep(1.0)  # the uploads are part-way through their bodies
             times["sigterm"] = time.monotonic()
             times["sigterm_wall"] = time.time()
             server.process.send_signal(signal.SIGTERM)
