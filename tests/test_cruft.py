@@ -28,7 +28,7 @@ from jinja2 import FileSystemLoader
 
 from toolkit.bakery import TEMPLATE_DIR, bake, render_pyproject
 from toolkit.features import ALL_OFF, CONTEXT, ROOT, TARGETS
-from toolkit.processes import clean_env, run
+from toolkit.processes import GIT_IDENTITY, clean_env, git, run
 
 BIN = Path(sys.executable).parent
 CRUFT = BIN / "cruft"
@@ -36,12 +36,6 @@ ACTIONLINT = BIN / "actionlint"
 SHELLCHECK = BIN / "shellcheck"
 CHECK_MERGE_CONFLICT = BIN / "check-merge-conflict"
 
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "Template Tests",
-    "GIT_AUTHOR_EMAIL": "tests@example.com",
-    "GIT_COMMITTER_NAME": "Template Tests",
-    "GIT_COMMITTER_EMAIL": "tests@example.com",
-}
 # Lines that check-merge-conflict reports (pre-commit-hooks' own list).
 CONFLICT_MARKERS = (b"<<<<<<< ", b"======= ", b"=======\n", b"=======\r\n", b">>>>>>> ")
 EVERY_TARGET_AND_ALL_OFF = [{"deploy_target": target} for target in TARGETS] + [ALL_OFF]
@@ -96,10 +90,6 @@ class Template:
 
 def env(**extra: str) -> dict[str, str]:
     return clean_env(**GIT_IDENTITY, **extra)
-
-
-def git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run(["git", "-c", "commit.gpgsign=false", *args], cwd, env())
 
 
 def cruft(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -31,7 +31,7 @@ import yaml
 from toolkit import workflows
 from toolkit.deploy import docker_config, prod_env, render_chart
 from toolkit.features import ALL_OFF, TARGETS
-from toolkit.processes import clean_env, free_port, run
+from toolkit.processes import clean_env, free_port, git, run
 
 ZIZMOR = Path(sys.executable).parent / "zizmor"
 # Each target with every feature on, then off: the two ends of what the workflow renders.
@@ -404,12 +404,8 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     raise AssertionError(f"nothing listens on {port}")
 
 
-def git(cwd: Path, *args: str) -> str:
-    env = clean_env(
-        GIT_AUTHOR_NAME="Test", GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="Test", GIT_COMMITTER_EMAIL="test@example.com",
-    )  # fmt: skip
-    return run(["git", *args], cwd, env).stdout.strip()
+def head(repository: Path) -> str:
+    return git(repository, "rev-parse", "HEAD").stdout.strip()
 
 
 @dataclass
@@ -439,7 +435,7 @@ def hosted(bakery: Any, tmp_path: Path) -> Hosted:
     git(project, "add", "--all")
     git(project, "commit", "--quiet", "--message", "second")
     git(project, "push", "--quiet", "origin", "main")
-    return Hosted(project, tmp_path / "server", git(project, "rev-parse", "HEAD"))
+    return Hosted(project, tmp_path / "server", head(project))
 
 
 def deploy_over_ssh(
@@ -464,8 +460,9 @@ def test_the_ssh_deploy_moves_the_servers_checkout_to_the_commit_and_runs_the_re
 ) -> None:
     step = deploy_over_ssh(hosted, ssh_server, tmp_path)
 
-    assert git(hosted.checkout, "rev-parse", "HEAD") == hosted.passed
-    assert git(hosted.checkout, "branch", "--show-current") == "main", "still on main: `git pull` works"
+    assert head(hosted.checkout) == hosted.passed
+    branch = git(hosted.checkout, "branch", "--show-current").stdout.strip()
+    assert branch == "main", "still on main: `git pull` works"
     # deploy/compose/release ran in that checkout: its first docker call found no daemon.
     assert step.result.returncode != 0
     assert "Cannot connect to the Docker daemon at unix:///nonexistent/docker.sock" in step.result.stderr, (
@@ -486,7 +483,7 @@ def test_the_deploy_stops_at_once_naming_each_setting_that_is_missing(
         "::error::Set DEPLOY_SSH_KEY DEPLOY_HOST in the production environment: "
         "see 'Deploying from GitHub Actions' in the README.\n"
     )
-    assert git(hosted.checkout, "rev-parse", "HEAD") != hosted.passed
+    assert head(hosted.checkout) != hosted.passed
 
 
 def test_the_ssh_deploy_refuses_a_server_whose_host_key_is_not_the_pinned_one(
@@ -497,7 +494,7 @@ def test_the_ssh_deploy_refuses_a_server_whose_host_key_is_not_the_pinned_one(
 
     assert step.result.returncode == 255
     assert "Host key verification failed." in step.result.stderr
-    assert git(hosted.checkout, "rev-parse", "HEAD") != hosted.passed
+    assert head(hosted.checkout) != hosted.passed
 
 
 def test_the_ssh_deploy_stops_before_the_release_when_the_server_has_a_commit_of_its_own(
@@ -506,11 +503,11 @@ def test_the_ssh_deploy_stops_before_the_release_when_the_server_has_a_commit_of
     (hosted.checkout / "hotfix.txt").write_text("made on the server\n")
     git(hosted.checkout, "add", "hotfix.txt")
     git(hosted.checkout, "commit", "--quiet", "--message", "hotfix")
-    kept = git(hosted.checkout, "rev-parse", "HEAD")
+    kept = head(hosted.checkout)
 
     step = deploy_over_ssh(hosted, ssh_server, tmp_path)
 
     assert step.result.returncode != 0
     assert "Not possible to fast-forward" in step.result.stderr, step.result.stderr
     assert "Docker daemon" not in step.result.stderr, "the release did not run"
-    assert git(hosted.checkout, "rev-parse", "HEAD") == kept
+    assert head(hosted.checkout) == kept

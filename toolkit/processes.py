@@ -53,6 +53,20 @@ def clean_env(*, only: tuple[str, ...] | None = None, **extra: str) -> dict[str,
     return env | extra
 
 
+# Who commits in the tests' scratch repositories, whatever git's own configuration says.
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Template Tests",
+    "GIT_AUTHOR_EMAIL": "tests@example.com",
+    "GIT_COMMITTER_NAME": "Template Tests",
+    "GIT_COMMITTER_EMAIL": "tests@example.com",
+}
+
+
+def git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run git in `cwd` as GIT_IDENTITY, with unsigned commits; fail with its output."""
+    return run(["git", "-c", "commit.gpgsign=false", *args], cwd, clean_env(**GIT_IDENTITY))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -143,8 +143,12 @@ async def open_database(settings: Settings, metadata: MetaData) -> AsyncIterator
     probe_engine = create_engine(settings, for_probes=True)
     try:
         if engine.dialect.name == "sqlite":
-            async with engine.begin() as connection:
+            async with engine.connect() as connection:
+                # Under SQLite's write lock from the start, so that a second worker
+                # waits, then finds the tables, rather than creating them again.
+                await connection.exec_driver_sql("BEGIN IMMEDIATE")
                 await connection.run_sync(metadata.create_all)
+                await connection.commit()
         reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         yield Database(
             engine=engine,

@@ -1,5 +1,6 @@
 """Prometheus metrics: what `/metrics` shows after real requests, and who may read it."""
 
+import asyncio
 {% if cookiecutter.deploy_target == "vm" %}
 import os
 import signal
@@ -34,6 +35,7 @@ from app.cache import Cache
 from app.db import open_database, watch_pool
 {% endif %}
 from app.main import create_app
+from app.metrics.middleware import IN_FLIGHT_PERIOD
 {% if cookiecutter.use_postgres %}
 from app.models import Base
 {% endif %}
@@ -79,13 +81,13 @@ async def scrape(client: httpx.AsyncClient) -> str:
 
 
 def requests_counted(exposition: str) -> dict[tuple[str, str, str], float]:
-    """`http_requests_total` by (method, route, status)."""
+    """Requests answered (`http_request_duration_seconds_count`) by (method, route, status)."""
     return {
         (sample.labels["method"], sample.labels["route"], sample.labels["status"]): sample.value
         for family in text_string_to_metric_families(exposition)
-        if family.name == "http_requests"
+        if family.name == "http_request_duration_seconds"
         for sample in family.samples
-        if sample.name == "http_requests_total"
+        if sample.name == "http_request_duration_seconds_count"
     }
 
 
@@ -133,8 +135,33 @@ async def test_each_route_template_is_counted_and_no_raw_path_becomes_a_label(
     assert f'/items/{item_id}"' not in after
     assert "/items/987654" not in after
 {% endif %}
-    assert 'http_request_duration_seconds_count{method="GET",route="/"}' in after
+    assert 'http_request_duration_seconds_count{method="GET",route="/",status="200"}' in after
     # Every request has ended by the time /metrics answers, which is not counted itself.
+    assert "\nhttp_requests_in_flight 0.0\n" in after
+
+
+async def test_requests_in_flight_are_counted_while_they_run(settings: Settings) -> None:
+    app = create_app(settings)
+    release = asyncio.Event()
+
+    async def slow() -> dict[str, str]:
+        await release.wait()
+        return {}
+
+    app.add_api_route("/slow", slow)
+    async with client_on(app) as client:
+        running = [asyncio.create_task(client.get("/slow")) for _ in range(2)]
+        await asyncio.sleep(IN_FLIGHT_PERIOD * 3)
+        # Copied to the gauge with no scrape: what a scrape of another gunicorn worker reads.
+        copied = REGISTRY.get_sample_value("http_requests_in_flight")
+        during = await scrape(client)
+        release.set()
+        answered = await asyncio.gather(*running)
+        after = await scrape(client)
+
+    assert [response.status_code for response in answered] == [200, 200]
+    assert copied == 2
+    assert "\nhttp_requests_in_flight 2.0\n" in during
     assert "\nhttp_requests_in_flight 0.0\n" in after
 
 
@@ -349,7 +376,7 @@ def test_two_gunicorn_workers_counts_add_up(tmp_path: Path) -> None:
         scraped = httpx.get(f"{base}/metrics", headers=SCRAPER)
         per_worker = [
             requests_counted_in(MultiProcessCollector.merge([str(path)]))
-            for path in metrics_dir.glob("counter_*.db")
+            for path in metrics_dir.glob("histogram_*.db")
         ]
     finally:
         server.send_signal(signal.SIGTERM)
@@ -369,7 +396,7 @@ def requests_counted_in(families: Iterable[Metric]) -> float:
         sample.value
         for family in families
         for sample in family.samples
-        if sample.name == "http_requests_total"
+        if sample.name == "http_request_duration_seconds_count"
         and sample.labels == {"method": "GET", "route": "/", "status": "200"}
     )
 {% endif %}

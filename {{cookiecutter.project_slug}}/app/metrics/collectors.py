@@ -5,17 +5,13 @@ worker's values in files there, and `/metrics` adds them up; a gauge then says
 how it combines the workers' values (`livesum`: the sum over the live ones).
 """
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import {{ "Counter, Gauge, Histogram" if cookiecutter.use_redis or cookiecutter.use_rate_limit else "Gauge, Histogram" }}
 
-REQUESTS = Counter(
-    "http_requests",
-    "HTTP requests answered, by method, route template and status.",
-    ["method", "route", "status"],
-)
-LATENCY = Histogram(
+REQUEST_DURATION = Histogram(
     "http_request_duration_seconds",
-    "Time from the request's arrival to the end of its response, by method and route template.",
-    ["method", "route"],
+    "Time from the request's arrival to the end of its response, by method, route"
+    " template and status; its _count is the number of requests answered.",
+    ["method", "route", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 IN_FLIGHT = Gauge(
