@@ -162,7 +162,8 @@ def test_vm_files_pass_their_validators(
     assert ports["nginx"] == ports["install.sh"] == ports["supervisor"], ports
     assert len(ports["nginx"]) == (2 if "ip_hash" in site else 1)
 
-    shellcheck(*[vm / name for name in ("install.sh", "backup", "restore") if (vm / name).exists()])
+    scripts = ("install.sh", "wait-healthy", "backup", "restore")
+    shellcheck(*[vm / name for name in scripts if (vm / name).exists()])
 
     # gunicorn: its own check, the worker class importable, the bind address.
     bin_dir = venv / "bin"
@@ -493,5 +494,5 @@ def test_vm_install_script_with_supervisor(bakery: Any, venv: Path, tmp_path: Pa
     calls = install.calls
     migrate = next(i for i, call in enumerate(calls) if call.startswith(f"runuser -u {SLUG} -- env PATH="))
     assert calls[migrate].endswith(" scripts/migrate")
-    assert migrate < calls.index(f"supervisorctl restart {SLUG}:*") < calls.index("python - 8000")
+    assert migrate < calls.index(f"supervisorctl restart {SLUG}:*") < calls.index("python - 8000 8001")
     assert not [call for call in calls if call.startswith("systemctl") and "nginx" not in call]

@@ -225,8 +225,11 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
     )
     assert written.status_code == 201, written.text
 
-    # A restart of each server, one after the other, fails no request.
-    restarts = f"systemctl restart {SLUG}@8000 && sleep 2 && systemctl restart {SLUG}@8001 && sleep 2"
+    # A restart of each server, one after the other as the README does it, fails no request.
+    restarts = " && ".join(
+        f"systemctl restart {SLUG}@{port} && deploy/vm/wait-healthy {port}" for port in (8000, 8001)
+    )
+    restarts = f"cd /root/{SLUG} && {restarts}"
     _, samples = under_traffic(machine, restarts)
     assert [s for s in samples if s.failed] == [] and len(samples) > 100
 
@@ -244,6 +247,7 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
     machine(f"sudo -u postgres psql --quiet --command 'DROP DATABASE {DATABASE} WITH (FORCE)'")
     restored = machine(f"cd /root/{SLUG} && deploy/vm/restore {dump}")
     assert f"the database {DATABASE} does not exist: creating it" in restored.stderr
+    assert restored.stderr.endswith("restore: serving again\n"), restored.stderr
     items = machine(f'sudo -u postgres psql -d {DATABASE} -Atc "SELECT name FROM items"')
     assert items.stdout.split() == ["on", "the", "vm"], "the row written before the backup"
     assert (

@@ -84,43 +84,19 @@ switch_to() {
     mv -T "$PREFIX/current.new" "$PREFIX/current"
 }
 
-wait_healthy() {
-    local port=$1
-    "$PREFIX/current/.venv/bin/python" - "$port" <<'PY'
-import sys
-import time
-import urllib.request
-
-url = f"http://localhost:{sys.argv[1]}/health"
-deadline = time.monotonic() + 60
-while True:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
-                break
-    except OSError:
-        pass
-    if time.monotonic() > deadline:
-        sys.exit(f"{url} did not answer 200 within 60 s")
-    time.sleep(1)
-PY
-}
-
 restart_servers() {
     local port
     if [[ $manager == supervisor ]]; then
         supervisorctl reread
         supervisorctl update "$APP"
         supervisorctl restart "$APP:*"
-        for port in "${PORTS[@]}"; do
-            wait_healthy "$port"
-        done
+        "$source_dir/deploy/vm/wait-healthy" "${PORTS[@]}"
     else
         # One process at a time: nginx sends requests to the others meanwhile.
         for port in "${PORTS[@]}"; do
             systemctl enable --quiet "$APP@$port.service"
             systemctl restart "$APP@$port.service"
-            wait_healthy "$port"
+            "$source_dir/deploy/vm/wait-healthy" "$port"
         done
     fi
     log "serving on ports ${PORTS[*]}"
