@@ -490,10 +490,12 @@ def probes(project: Path, target: str) -> dict[str, tuple[str, float | None]]:
     if target == "docker-compose":
         timeout = float(image_healthcheck(project).options["timeout"].removesuffix("s"))
         return {"liveness": (healthcheck_path(project), timeout)}
-    install = (project / "deploy" / "vm" / "install.sh").read_text()
-    path = re.search(r'url = f"http://localhost:\{sys.argv\[1\]\}(/health[^"]*)"', install)
-    assert path
-    return {"startup": (path.group(1), 60.0)}
+    # install.sh and restore wait for each server they start with deploy/vm/wait-healthy.
+    wait = (project / "deploy" / "vm" / "wait-healthy").read_text()
+    path = re.search(r'url = f"http://localhost:\{port\}(/health[^"]*)"', wait)
+    deadline = re.search(r"deadline = time\.monotonic\(\) \+ (\d+)\n", wait)
+    assert path and deadline
+    return {"startup": (path.group(1), float(deadline.group(1)))}
 
 
 @pytest.mark.parametrize("target", target_params())
