@@ -226,10 +226,9 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
     assert written.status_code == 201, written.text
 
     # A restart of each server, one after the other as the README does it, fails no request.
-    restarts = " && ".join(
+    restarts = f"cd /root/{SLUG} && " + " && ".join(
         f"systemctl restart {SLUG}@{port} && deploy/vm/wait-healthy {port}" for port in (8000, 8001)
     )
-    restarts = f"cd /root/{SLUG} && {restarts}"
     _, samples = under_traffic(machine, restarts)
     assert [s for s in samples if s.failed] == [] and len(samples) > 100
 
