@@ -11,7 +11,8 @@ three are measured back to back, alternating, for several rounds, and the median
 is kept, so a busy machine moves app and ceilings alike and the ratios hold.
 
 Also measured: Socket.IO connects and broadcasts to clients spread over two
-instances sharing Redis, cold start to the first 200 on /health, idle RSS, and
+instances sharing Redis, background jobs (the generated worker next to SAQ alone),
+cold start to the first 200 on /health, idle RSS, and
 the time to bake the default project. Writes results.json, results.md (printed)
 and throughput.png to the output directory (bench/results by default).
 """
@@ -35,13 +36,14 @@ import httpx
 from bench import project
 from bench.config import BENCH, FULL, QUICK
 from bench.endpoints import measure_endpoints
+from bench.jobs import measure_jobs
 from bench.realtime import measure_realtime
 from bench.report import chart, render, targets, versions
 from bench.servers import Pinning
 from bench.startup import measure_startup
 from toolkit.bakery import DATABASE_URL, REDIS_URL
 
-PARTS = ("startup", "http", "socketio")
+PARTS = ("startup", "http", "socketio", "jobs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         if "socketio" in options.only:
             step("Socket.IO")
             results["socketio"] = measure_realtime(baked, settings)
+        if "jobs" in options.only:
+            step("Background jobs")
+            results["jobs"] = measure_jobs(baked, settings)
 
     results["machine"] = {
         "cpus": os.cpu_count(),

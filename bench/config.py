@@ -55,6 +55,8 @@ class Settings:
     cold_starts: int
     bakes: int
     logins: int
+    job_spaced: int
+    job_burst: int
 
 
 FULL = Settings(
@@ -71,6 +73,8 @@ FULL = Settings(
     cold_starts=5,
     bakes=5,
     logins=20,
+    job_spaced=300,
+    job_burst=3000,
 )
 QUICK = Settings(
     seconds=1,
@@ -86,4 +90,6 @@ QUICK = Settings(
     cold_starts=1,
     bakes=1,
     logins=2,
+    job_spaced=20,
+    job_burst=100,
 )

@@ -143,6 +143,25 @@ def render(results: dict[str, Any]) -> str:
                 f"| {label} | {app[key]:,.{digits}f} | {bare[key]:,.{digits}f} | {ratio} "
                 f"| {plain[key]:,.{digits}f} |"
             )
+    jobs = results.get("jobs")
+    if jobs:
+        app, bare = jobs["app"], jobs["bare"]
+        lines += [
+            "",
+            f"Background jobs (a project with `use_worker`): {jobs['spaced']} jobs enqueued 10 ms apart "
+            f"(enqueue to start), then {jobs['burst']} at once (jobs started per second); one worker "
+            "process, SAQ's default concurrency, the same Redis; medians over rounds.",
+            "",
+            "| Jobs | Generated worker | SAQ alone | Worker ÷ SAQ |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for label, key, digits in (
+            ("Enqueue to start p50, ms", "p50_ms", 2),
+            ("Enqueue to start p99, ms", "p99_ms", 2),
+            ("Jobs started per second", "jobs_per_s", 0),
+        ):
+            ratio = f"{app[key] / bare[key]:.2f}" if bare[key] else "-"
+            lines.append(f"| {label} | {app[key]:,.{digits}f} | {bare[key]:,.{digits}f} | {ratio} |")
     start = results.get("startup")
     if start:
         lines += ["", "| Startup and generation | Wall | CPU |", "| --- | ---: | ---: |"]

@@ -76,6 +76,15 @@ FEATURE_PATHS: dict[str, list[str]] = {
         "tests/test_auth.py",
         "tests/test_auth_cli.py",
     ],
+    "use_worker": [
+        "app/jobs",
+        "tests/jobs_worker.py",
+        "tests/live.py",
+        "tests/test_jobs.py",
+        "deploy/cloud-run/worker-pool.yaml",
+        "deploy/helm/{{cookiecutter.project_slug}}/templates/worker.yaml",
+        "deploy/vm/systemd/{{cookiecutter.project_slug}}-worker.service",
+    ],
 }
 
 # Feature switch -> paths that a feature replaces: they exist only when it is off.

@@ -46,6 +46,8 @@ def problems(answers: dict[str, Any]) -> list[str]:
         )
     if answers["use_auth"] and not answers["use_postgres"]:
         found.append("use_auth needs use_postgres: users and refresh tokens are stored in the database")
+    if answers["use_worker"] and not answers["use_redis"]:
+        found.append("use_worker needs use_redis: the jobs' queue is kept in Redis")
     return found
 
 

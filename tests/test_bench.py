@@ -49,6 +49,8 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
         "| slowapi, storage calls in Starlette's `run_in_threadpool` |",
         "| `limits` with its async Redis storage (the app) |",
         "| Emit-to-receive p99, ms |",
+        "| Enqueue to start p99, ms |",
+        "| Jobs started per second |",
         "| Cold start to the first 200 on /health",
         "| Bake the default project with the cookiecutter CLI",
     ):

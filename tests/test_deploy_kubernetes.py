@@ -3,6 +3,9 @@ rendered offline with helm-python-sdk; every manifest passes kubernetes-validate
 --strict and yamllint, the HTTPRoute and Gateway a schema of the Gateway API
 (tests/schemas), and the route attaches to a cluster's Gateway by the Gateway API's
 own rule. The migration Job runs with the chart's settings on a scratch database.
+With use_worker, the worker's Deployment, autoscaler and disruption budget pass the
+same validators, stay out of the web objects' selectors, and the worker runs from the
+chart's command and settings until it has done a job and stopped within its grace.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -37,19 +41,108 @@ from toolkit.deploy import (
     yamllint,
 )
 from toolkit.docker import Docker
-from toolkit.features import ALL_OFF, ROOT
+from toolkit.features import ALL_OFF, FEATURE_WORDS, ROOT
 from toolkit.processes import free_port, run
+from toolkit.servers import wait_until_serving
 
 GROUP = bake_group(deploy_target="kubernetes")
+WORKER: dict[str, Any] = {"deploy_target": "kubernetes", "use_worker": True}
+WORKER_GROUP = bake_group(**WORKER)
 KUBERNETES = [
-    param("all-on", deploy_target="kubernetes"),
+    # The no-input bake: every feature but the worker.
+    param("default", deploy_target="kubernetes"),
     param("all-off", deploy_target="kubernetes", **ALL_OFF),
+    param("all-on", **WORKER),
 ]
 
 
 def kubernetes_validate(*files: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     """kubernetes-validate --strict against Kubernetes 1.30's schemas."""
     return run([BIN / "kubernetes-validate", "--strict", "-k", "1.30.0", *files], ROOT, check=check)
+
+
+def is_worker(manifest: dict[str, Any]) -> bool:
+    return manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "worker"
+
+
+def split_worker(manifests: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The release's objects by kind: the web's and the others, then the worker's."""
+    return (
+        by_kind([m for m in manifests if not is_worker(m)]),
+        by_kind([m for m in manifests if is_worker(m)]),
+    )
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """Whether a matchLabels selector (or a Service's selector) selects these labels."""
+    return selector.items() <= labels.items()
+
+
+def named_port(container: dict[str, Any], port: int | str) -> int:
+    """The number a probe's port means: a number, or the name of one of the container's ports."""
+    if isinstance(port, int):
+        return port
+    return next(int(p["containerPort"]) for p in container["ports"] if p["name"] == port)
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    return {entry["name"]: entry["value"] for entry in container.get("env", []) if "value" in entry}
+
+
+def assert_worker_objects(kinds: dict[str, Any], worker: dict[str, Any]) -> None:
+    """The worker's objects beside the web's: the web pods' image, settings and security,
+    labels no web selector matches, probes on its health port, a grace period longer
+    than its jobs' own, and an autoscaler and a disruption budget of its own."""
+    assert set(worker) == {"Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+    web_pod = kinds["Deployment"]["spec"]["template"]
+    pod = worker["Deployment"]["spec"]["template"]
+    [web_container] = web_pod["spec"]["containers"]
+    [container] = pod["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "app.jobs"]
+    for key in ("image", "imagePullPolicy", "envFrom", "securityContext", "volumeMounts"):
+        assert container[key] == web_container[key], key
+    for key in ("serviceAccountName", "automountServiceAccountToken", "securityContext", "volumes"):
+        assert pod["spec"].get(key) == web_pod["spec"].get(key), key
+    # A changed setting rolls the worker too.
+    assert pod["metadata"]["annotations"] == web_pod["metadata"]["annotations"]
+    # Not a hook: Helm creates it after the migration Job, like the web Deployment.
+    assert "helm.sh/hook" not in worker["Deployment"]["metadata"].get("annotations", {})
+
+    labels = pod["metadata"]["labels"]
+    assert labels["app.kubernetes.io/instance"] == web_pod["metadata"]["labels"]["app.kubernetes.io/instance"]
+    web_selectors = [
+        kinds["Service"]["spec"]["selector"],
+        kinds["Deployment"]["spec"]["selector"]["matchLabels"],
+        kinds["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+    ]
+    assert not any(selects(selector, labels) for selector in web_selectors)
+    assert all(selects(selector, web_pod["metadata"]["labels"]) for selector in web_selectors)
+    worker_selectors = [
+        worker["Deployment"]["spec"]["selector"]["matchLabels"],
+        worker["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+        *[c["labelSelector"]["matchLabels"] for c in pod["spec"].get("topologySpreadConstraints", [])],
+    ]
+    assert all(selects(selector, labels) for selector in worker_selectors)
+    assert not any(selects(selector, web_pod["metadata"]["labels"]) for selector in worker_selectors)
+
+    env = container_env(container)
+    health_port = int(env["WORKER_HEALTH_PORT"])
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+        assert named_port(container, container[probe]["httpGet"]["port"]) == health_port
+    # It serves no traffic: nothing to be ready for, and no Service.
+    assert "readinessProbe" not in container
+    assert pod["spec"]["terminationGracePeriodSeconds"] > int(env["WORKER_SHUTDOWN_GRACE_SECONDS"])
+    # The autoscaler measures CPU against the request.
+    assert container["resources"]["requests"]["cpu"]
+    hpa = worker["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == worker["Deployment"]["metadata"]["name"]
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert "replicas" not in worker["Deployment"]["spec"]  # the HPA owns it
+    name = worker["Deployment"]["metadata"]["name"]
+    assert name != kinds["Deployment"]["metadata"]["name"]
+    assert {manifest["metadata"]["name"] for manifest in worker.values()} == {name}
 
 
 @pytest.mark.parametrize("answers", KUBERNETES)
@@ -62,6 +155,7 @@ def test_helm_chart_lints_and_renders_valid_manifests(
     chart_dir = project / "deploy" / "helm" / SLUG
     values = chart_values(**secret_values(answers))
     postgres = answers.get("use_postgres", True)
+    with_worker = answers.get("use_worker", False)
 
     report = helm_python.lint(chart_dir, values, strict=True, kube_version="v1.30.0")
     problems = [message for message in report["messages"] if message["severity"] >= 2]
@@ -71,11 +165,16 @@ def test_helm_chart_lints_and_renders_valid_manifests(
     files = sorted((tmp_path / "manifests").glob("*.yaml"))
     yamllint(*files)
     result = kubernetes_validate(*files)
-    kinds = by_kind(manifests)
+    kinds, worker = split_worker(manifests)
     validate(kinds["HTTPRoute"], "gateway-httproute")
 
-    # kubernetes-validate has no schema for HTTPRoute (checked above); it checked every other kind.
-    assert result.stdout.count("passed for resource") == len(kinds) - 1
+    # kubernetes-validate has no schema for HTTPRoute (checked above); it checked every other object.
+    assert result.stdout.count("passed for resource") == len(manifests) - 1
+    if with_worker:
+        assert_worker_objects(kinds, worker)
+    else:
+        assert worker == {}
+        assert "app.jobs" not in "".join(path.read_text() for path in files)
     assert set(kinds) == {
         "ConfigMap", "Secret", "ServiceAccount", "Service", "Deployment", "HTTPRoute",
         "HorizontalPodAutoscaler", "PodDisruptionBudget",
@@ -270,6 +369,190 @@ def test_helm_chart_options_render_valid_manifests(bakery: Any, tmp_path: Path) 
     assert pod["serviceAccountName"] == "default" and pod["imagePullSecrets"] == [{"name": "registry"}]
     # Without the migration Job, the settings are ordinary release objects, not hooks.
     assert "annotations" not in kinds["ConfigMap"]["metadata"]
+
+
+@pytest.mark.xdist_group(WORKER_GROUP)
+def test_the_workers_options_render_valid_manifests(bakery: Any, tmp_path: Path) -> None:
+    import helm_python
+
+    project = bakery(**WORKER)
+    worker_values = {
+        "replicaCount": 3,
+        "healthPort": 9101,
+        "shutdownGraceSeconds": 50,
+        "terminationGracePeriodSeconds": 60,
+        "autoscaling": {"enabled": False},
+        "podDisruptionBudget": {"enabled": False},
+    }
+    values = chart_values(**secret_values(WORKER)) | {
+        "worker": worker_values,
+        "imagePullSecrets": [{"name": "registry"}],
+        "topologySpreadConstraints": [],
+        "secret": {"existingSecret": "managed-elsewhere"},
+    }
+
+    manifests = render_chart(project, values, tmp_path / "manifests")
+    files = sorted((tmp_path / "manifests").glob("*.yaml"))
+    kubernetes_validate(*files)
+    yamllint(*files)
+
+    kinds, worker = split_worker(manifests)
+    assert set(worker) == {"Deployment"}
+    assert {"HorizontalPodAutoscaler", "PodDisruptionBudget"} <= set(kinds)  # the web's, untouched
+    deployment = worker["Deployment"]
+    assert deployment["spec"]["replicas"] == 3
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert {"secretRef": {"name": "managed-elsewhere"}} in container["envFrom"]
+    assert container_env(container)["WORKER_HEALTH_PORT"] == "9101"
+    assert named_port(container, container["livenessProbe"]["httpGet"]["port"]) == 9101
+    assert container_env(container)["WORKER_SHUTDOWN_GRACE_SECONDS"] == "50"
+    assert pod["terminationGracePeriodSeconds"] == 60
+
+    # Killed first, the worker could not queue its cancelled jobs again: they would wait for a sweep.
+    for grace in (60, 61):
+        broken = values | {"worker": worker_values | {"shutdownGraceSeconds": grace}}
+        with pytest.raises(helm_python.HelmError, match=r"worker\.shutdownGraceSeconds must be below"):
+            render_chart(project, broken)
+
+
+def selector_in(command: str) -> dict[str, str]:
+    """The label selector of a kubectl command line (--selector or -l)."""
+    found = re.search(r"(?:--selector|-l)[ =](\S+)", command)
+    assert found, command
+    return dict(pair.split("=", 1) for pair in found.group(1).split(","))
+
+
+@pytest.mark.xdist_group(WORKER_GROUP)
+def test_the_workers_commands_in_the_notes_and_readme_name_its_pods(bakery: Any) -> None:
+    import helm_python
+
+    project = bakery(**WORKER)
+    chart = helm_python.Chart.load(project / "deploy" / "helm" / SLUG)
+    # Installed as the README installs it: release and namespace named after the project.
+    rendered = chart.render(chart_values(**secret_values({})), name=SLUG, namespace=SLUG, is_install=True)
+    manifests = [
+        doc
+        for name, text in rendered.items()
+        if name.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    kinds, worker = split_worker(manifests)
+    worker_pods = worker["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    web_pods = kinds["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    name = worker["Deployment"]["metadata"]["name"]
+    notes = rendered[f"{SLUG}/templates/NOTES.txt"]
+    readme = (project / "README.md").read_text()
+
+    for text in (notes, readme):
+        commands = [line.strip() for line in text.splitlines() if line.strip().startswith("kubectl ")]
+        logs = [line for line in commands if " logs " in line and "worker" in line]
+        assert logs, text
+        for line in logs:
+            selector = selector_in(line)
+            assert selects(selector, worker_pods) and not selects(selector, web_pods), line
+        assert f"deployment/{name}" in text
+    assert f"kubectl --namespace {SLUG} scale deployment/{name} --replicas" in readme
+
+
+@pytest.mark.xdist_group(GROUP)
+def test_nothing_of_the_worker_is_generated_without_it(bakery: Any) -> None:
+    project = bakery(deploy_target="kubernetes")
+    chart_dir = project / "deploy" / "helm" / SLUG
+
+    assert not (chart_dir / "templates" / "worker.yaml").exists()
+    assert "worker" not in yaml.safe_load((chart_dir / "values.yaml").read_text())
+    words = ["worker", *FEATURE_WORDS["use_worker"]]
+    texts = {path: path.read_text().lower() for path in chart_dir.rglob("*") if path.is_file()}
+    texts[Path("README: Kubernetes")] = render_doc("deploy-kubernetes.md", deploy_target="kubernetes").lower()
+    assert [(path.name, word) for path, text in texts.items() for word in words if word in text] == []
+
+
+ENQUEUE = """
+import asyncio
+from redis.asyncio import Redis
+from app.jobs.queue import job_defaults, queue_on
+from app.settings import get_settings
+
+async def main():
+    settings = get_settings()
+    async with Redis.from_url(settings.redis_url) as redis:
+        queue = queue_on(redis, settings)
+        await queue.connect()
+        job = await queue.enqueue("nightly_cleanup", **job_defaults(settings))
+        await job.refresh(until_complete=30)
+        print(job.status.value, job.result)
+        await queue.disconnect()
+
+asyncio.run(main())
+"""
+# Removes what the worker left in Redis under its own queue's name.
+FORGET = """
+import sys
+from redis import Redis
+
+with Redis.from_url(sys.argv[1]) as redis:
+    keys = list(redis.scan_iter(match=f"*{sys.argv[2]}*"))
+    if keys:
+        redis.delete(*keys)
+"""
+
+
+@pytest.mark.xdist_group(WORKER_GROUP)
+def test_the_worker_runs_as_kubelet_starts_it_and_stops_within_its_grace(
+    bakery: Any, venv: Path, services: dict[str, str], empty_database: str, tmp_path: Path
+) -> None:
+    """The worker container's command and environment (ConfigMap, Secret, then its own env)
+    run in the image's WORKDIR after the migration Job, as a release orders them: its
+    probes answer on both address families, it takes a job from Redis and does it on the
+    database, and SIGTERM stops it within terminationGracePeriodSeconds."""
+    project = bakery(**WORKER)
+    health_port = free_port()
+    prefix = f"k8s-worker-{secrets.token_hex(4)}:"
+    urls = secret_values(WORKER, database_url=empty_database) | {"REDIS_URL": services["REDIS_URL"]}
+    values = chart_values(**urls) | {
+        "worker": {"healthPort": health_port},
+        # A queue of its own on the shared Redis: no other test's jobs reach this worker.
+        "config": {"CACHE_KEY_PREFIX": prefix},
+    }
+    kinds, worker = split_worker(render_chart(project, values))
+    settings = chart_settings(kinds)
+    job = kinds["Job"]["spec"]["template"]["spec"]["containers"][0]
+    run(image_command(job["command"], project), project, venv_env(venv, **settings))
+
+    pod = worker["Deployment"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = venv_env(venv, **settings, **container_env(container))
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            image_command(container["command"], project),
+            cwd=project,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        for probe in ("startupProbe", "livenessProbe"):
+            get = container[probe]["httpGet"]
+            port = named_port(container, get["port"])
+            for host in ("127.0.0.1", "[::1]"):
+                try:
+                    wait_until_serving(f"http://{host}:{port}{get['path']}", process)
+                except AssertionError as error:
+                    raise AssertionError(f"{error}\n{log.read_text()[-4000:]}") from None
+        done = run([venv / "bin" / "python", "-c", ENQUEUE], project, env)
+        assert done.stdout.split() == ["complete", "0"], done.stdout
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=pod["terminationGracePeriodSeconds"])
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        run([venv / "bin" / "python", "-c", FORGET, services["REDIS_URL"], prefix], project)
+    assert code == 0, log.read_text()[-4000:]
 
 
 @pytest.mark.xdist_group(GROUP)

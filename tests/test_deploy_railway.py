@@ -1,18 +1,36 @@
 """Railway: the service graph .railway/railway.py declares, evaluated with railway-sdk
-as `railway config plan` does, from a git checkout of the project.
+as `railway config plan` does, from a git checkout of the project, and the worker
+service run with the graph's settings.
 
 Its release and start commands run in test_deploy_targets.py, with every target's.
 """
 
 from __future__ import annotations
 
+import re
+import shlex
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from toolkit.deploy import bake_group, by_address, params, railway_graph
-from toolkit.processes import run
+from toolkit.deploy import (
+    bake_group,
+    by_address,
+    image_tree,
+    param,
+    params,
+    platform_url,
+    railway_graph,
+    render_doc,
+    secret,
+    venv_env,
+)
+from toolkit.features import ALL_OFF, traces
+from toolkit.processes import free_port, run
+from toolkit.servers import serving
 
 # Keys Railway reads in a service's build and deploy blocks; the SDK passes
 # misspelt ones through and Railway drops them silently.
@@ -31,14 +49,53 @@ RAILWAY_DEPLOY_KEYS = {
     "sleepApplication",
     "cronSchedule",
 }
+WORKER_COMMAND = "python -m app.jobs"
+WORKER = param("railway-worker", deploy_target="railway", use_worker=True)
+# The worker needs Redis alone: every other branch off.
+WORKER_BARE = param(
+    "railway-worker-bare", deploy_target="railway", **ALL_OFF | {"use_redis": True, "use_worker": True}
+)
+# Where the worker answers while it runs (Railway itself checks no worker).
+WORKER_HEALTH_PATH = "/health"
 
 
-@pytest.mark.parametrize("answers", params(("railway",)))
+def worker_grace(project: Path, env: dict[str, str]) -> int:
+    """Seconds running jobs get after SIGTERM: the environment's, else the settings' default."""
+    default = re.search(
+        r"worker_shutdown_grace_seconds: int = Field\(default=(\d+)",
+        (project / "app" / "settings.py").read_text(),
+    )
+    assert default
+    return int(env.get("WORKER_SHUTDOWN_GRACE_SECONDS", default.group(1)))
+
+
+def resolved(resources: dict[str, dict[str, Any]], address: str, database: str, redis: str) -> dict[str, str]:
+    """A service's variables as Railway resolves them: preserved values made up once,
+    references followed to the database or to the other service's variable."""
+    outputs = {"database.postgres": platform_url(database, "postgresql"), "database.redis": redis}
+    kept: dict[tuple[str, str], str] = {}
+
+    def value(owner: str, name: str) -> str:
+        variable = resources[owner]["variables"][name]
+        if variable["type"] == "literal":
+            return str(variable["value"])
+        if variable["type"] == "preserve":
+            return kept.setdefault((owner, name), secret())
+        assert variable["type"] == "reference", variable
+        if variable["resource"].startswith("database."):
+            return outputs[variable["resource"]]
+        return value(variable["resource"], variable["output"])
+
+    return {name: value(address, name) for name in resources[address]["variables"]}
+
+
+@pytest.mark.parametrize("answers", [*params(("railway",)), WORKER, WORKER_BARE])
 def test_railway_graph_declares_the_service_and_its_databases(
     bakery: Any, venv: Path, answers: dict[str, Any]
 ) -> None:
     project = bakery(**answers)
     postgres, redis = answers.get("use_postgres", True), answers.get("use_redis", True)
+    worker = answers.get("use_worker", False)
     run([venv / "bin" / "ruff", "check", "--no-cache", ".railway"], project)
     run([venv / "bin" / "ruff", "format", "--check", "--no-cache", ".railway"], project)
     resources = by_address(railway_graph(project))
@@ -47,6 +104,7 @@ def test_railway_graph_declares_the_service_and_its_databases(
         {"service.api"}
         | ({"database.postgres"} if postgres else set())
         | ({"database.redis"} if redis else set())
+        | ({"service.worker"} if worker else set())
     )
     assert set(resources) == expected
     api = resources["service.api"]
@@ -85,6 +143,84 @@ def test_railway_graph_declares_the_service_and_its_databases(
         assert scaled["variables"]["SOCKETIO_TRANSPORTS"]["value"] == "websocket"
     else:
         assert "SOCKETIO_TRANSPORTS" not in variables
+    text = (project / ".railway" / "railway.py").read_text()
+    if not worker:
+        assert "worker" not in text.lower() and traces(text, ["use_worker"]) == []
+
+
+@pytest.mark.parametrize("answers", [WORKER, WORKER_BARE])
+def test_railway_graph_declares_the_worker_from_the_apis_image(
+    bakery: Any, tmp_path: Path, answers: dict[str, Any]
+) -> None:
+    project = bakery(**answers)
+    resources = by_address(railway_graph(project))
+    api, worker = resources["service.api"], resources["service.worker"]
+
+    # The same repository, branch and Dockerfile, started as the worker.
+    assert worker["kind"] == "github" and worker["source"] == api["source"]
+    assert worker["build"] == api["build"]
+    assert set(worker["build"]) <= RAILWAY_BUILD_KEYS and set(worker["deploy"]) <= RAILWAY_DEPLOY_KEYS
+    deploy = worker["deploy"]
+    assert deploy["startCommand"] == WORKER_COMMAND
+    # Its deploy is not ordered after api's: it migrates first too.
+    assert deploy.get("preDeployCommand") == api["deploy"].get("preDeployCommand")
+    # Railway's health check is a request to PORT while a deploy goes live: none for the worker.
+    assert "healthcheckPath" not in deploy and "healthcheckTimeout" not in deploy
+    assert "networking" not in worker, "no domain"
+    assert deploy["restartPolicyType"] == "ALWAYS" and deploy["numReplicas"] == 1
+    variables = worker["variables"]
+    literals = {name: value["value"] for name, value in variables.items() if value["type"] == "literal"}
+    assert deploy["drainingSeconds"] > worker_grace(project, literals), "running jobs finish before SIGKILL"
+    assert variables["ENVIRONMENT"] == api["variables"]["ENVIRONMENT"]
+    assert variables["SECRET_KEY"] == {"type": "reference", "resource": "service.api", "output": "SECRET_KEY"}
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        assert variables.get(name) == api["variables"].get(name), name
+
+    # WORKER_REPLICAS scales the worker alone.
+    (tmp_path / ".railway").mkdir()
+    source = (project / ".railway" / "railway.py").read_text()
+    scaled = source.replace("\nWORKER_REPLICAS = 1\n", "\nWORKER_REPLICAS = 3\n")
+    assert scaled != source
+    (tmp_path / ".railway" / "railway.py").write_text(scaled)
+    scaled_graph = by_address(railway_graph(tmp_path))
+    assert scaled_graph["service.worker"]["deploy"]["numReplicas"] == 3
+    assert scaled_graph["service.api"]["deploy"]["numReplicas"] == 1
+
+
+@pytest.mark.parametrize("answers", [*params(("railway",), ("full", "bare")), WORKER, WORKER_BARE])
+def test_the_readme_scales_and_follows_the_worker(answers: dict[str, Any]) -> None:
+    readme = render_doc("deploy-railway.md", **answers)
+
+    if answers.get("use_worker", False):
+        assert f"`{WORKER_COMMAND}`" in readme and "`WORKER_REPLICAS`" in readme
+        assert "railway logs --service worker" in readme and "`drainingSeconds`" in readme
+    else:
+        assert "worker" not in readme.lower() and traces(readme, ["use_worker"]) == []
+
+
+@pytest.mark.parametrize("answers", [WORKER, WORKER_BARE])
+def test_the_worker_runs_with_the_graphs_settings(
+    bakery: Any, venv: Path, services: dict[str, str], tmp_path: Path, answers: dict[str, Any]
+) -> None:
+    """The worker service's start command and variables, as Railway starts it: it answers
+    its liveness check and stops within drainingSeconds."""
+    project = bakery(**answers)
+    tree = image_tree(project, tmp_path / "app")
+    resources = by_address(railway_graph(project))
+    deploy = resources["service.worker"]["deploy"]
+    env = resolved(resources, "service.worker", services["DATABASE_URL"], services["REDIS_URL"])
+    # The machine and its Redis are shared: a free port, and a queue no other test uses.
+    port = free_port()
+    env = venv_env(
+        venv, **env | {"WORKER_HEALTH_PORT": str(port), "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex}:"}
+    )
+    command = shlex.split(deploy["startCommand"])
+
+    with serving(command, tree, env, f"http://127.0.0.1:{port}{WORKER_HEALTH_PATH}", tmp_path / "worker.log"):
+        run([*command, "check"], tree, env)
+        stopping = time.monotonic()
+    # Stopped cleanly (serving checks the exit code) before Railway's SIGKILL.
+    assert time.monotonic() - stopping < deploy["drainingSeconds"]
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ and gunicorn.conf.py.
 Every file goes through a real validator offline (systemd-analyze verify and
 security, nginx -t and gixy, supervisor's own config loader, gunicorn
 --check-config, shellcheck, and the project's own linters for gunicorn.conf.py).
-The units' commands migrate a scratch database and serve, and install.sh installs,
-updates and rolls back in a mount namespace with recorded stand-ins for systemctl
-and its friends.
+The units' commands migrate a scratch database, serve and run the background-job
+worker, and install.sh installs, updates and rolls back in a mount namespace with
+recorded stand-ins for systemctl and its friends.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -39,23 +40,68 @@ from toolkit.deploy import (
     shellcheck,
     unit_settings,
 )
-from toolkit.features import ALL_OFF
+from toolkit.features import ALL_OFF, ALL_ON
 from toolkit.processes import clean_env, free_port, run
 from toolkit.servers import serving
 
 GROUP = bake_group(deploy_target="vm")
+WORKER_ANSWERS: dict[str, Any] = {"deploy_target": "vm", **ALL_ON}
+WORKER_GROUP = bake_group(**WORKER_ANSWERS)
+# "all-on" is the default bake: every feature but the worker, which is asked for.
 VM = [
     param("all-on", deploy_target="vm"),
+    param("with-worker", **WORKER_ANSWERS),
     param("all-off", deploy_target="vm", **ALL_OFF),
     param("socketio-without-redis", deploy_target="vm", use_redis=False),
 ]
+WORKER_UNIT = f"{SLUG}-worker.service"
+# What the web unit sets for its own process; everything else the worker's unit must repeat.
+WEB_ONLY = (
+    "Type",
+    "NotifyAccess",
+    "Environment",
+    "ExecStart",
+    "ExecReload",
+    "KillMode",
+    "TimeoutStopSec",
+    "RestartSec",
+)
 
 
 def units(project: Path) -> list[str]:
     names = [f"{SLUG}@8000.service"]
     if (project / "deploy" / "vm" / "systemd" / f"{SLUG}-migrate.service").exists():
         names += [f"{SLUG}-migrate.service", f"{SLUG}-backup.service", f"{SLUG}-backup.timer"]
+    if (project / "deploy" / "vm" / "systemd" / WORKER_UNIT).exists():
+        names.append(WORKER_UNIT)
     return names
+
+
+def unit_environment(settings: dict[str, list[str]]) -> dict[str, str]:
+    return dict(item.partition("=")[::2] for item in settings.get("Environment", []))
+
+
+def unit_section(path: Path, section: str) -> dict[str, str]:
+    """One section's settings of a unit, the last value of each key."""
+    found: dict[str, str] = {}
+    current = ""
+    for line in path.read_text().splitlines():
+        if line.startswith("["):
+            current = line.strip()
+        elif current == section and "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            found[key] = value
+    return found
+
+
+def default_grace_seconds(project: Path) -> int:
+    """WORKER_SHUTDOWN_GRACE_SECONDS's default, from the project's settings."""
+    settings = (project / "app" / "settings.py").read_text()
+    grace = re.search(
+        r"^\s*worker_shutdown_grace_seconds: int = Field\(default=(\d+)", settings, re.MULTILINE
+    )
+    assert grace, "no worker_shutdown_grace_seconds in app/settings.py"
+    return int(grace.group(1))
 
 
 def systemd_root(project: Path, tmp_path: Path) -> Path:
@@ -67,6 +113,7 @@ def systemd_root(project: Path, tmp_path: Path) -> Path:
         shutil.copy(unit, root / "etc" / "systemd" / "system" / unit.name)
     for executable in (
         f"opt/{SLUG}/current/.venv/bin/gunicorn",
+        f"opt/{SLUG}/current/.venv/bin/python",
         f"opt/{SLUG}/current/scripts/migrate",
         f"opt/{SLUG}/current/deploy/vm/backup",
         "bin/kill",
@@ -93,7 +140,13 @@ def vm_ports(project: Path) -> dict[str, list[int]]:
 
 
 def supervisor_processes(project: Path) -> list[Any]:
-    """The program file loaded by supervisor itself; only the user lookup is stood in for."""
+    """The web servers' processes in the program file (see supervisor_groups)."""
+    return supervisor_groups(project)[SLUG]
+
+
+def supervisor_groups(project: Path) -> dict[str, list[Any]]:
+    """The program file loaded by supervisor itself, its processes by group; only the user
+    lookup is stood in for."""
     from supervisor import options
 
     config = project.parent / f"supervisord-{project.parent.name}.conf"
@@ -115,8 +168,24 @@ def supervisor_processes(project: Path) -> list[Any]:
     finally:
         options.name_to_uid = original
     groups = server.process_group_configs
-    assert [group.name for group in groups] == [SLUG]
-    return list(groups[0].process_configs)
+    with_worker = (project / "deploy" / "vm" / "systemd" / WORKER_UNIT).exists()
+    assert [group.name for group in groups] == [SLUG] + ([f"{SLUG}-worker"] if with_worker else [])
+    return {group.name: list(group.process_configs) for group in groups}
+
+
+def worker_ports(project: Path) -> dict[str, list[int]]:
+    """Where each VM file expects the worker's health check: its unit, supervisor, install.sh."""
+    vm = project / "deploy" / "vm"
+    install = re.search(r"^WORKER_PORT=(\d+)$", (vm / "install.sh").read_text(), re.MULTILINE)
+    assert install
+    return {
+        "unit": [int(unit_environment(unit_settings(vm / "systemd" / WORKER_UNIT))["WORKER_HEALTH_PORT"])],
+        "supervisor": [
+            int(process.environment["WORKER_HEALTH_PORT"])
+            for process in supervisor_groups(project)[f"{SLUG}-worker"]
+        ],
+        "install.sh": [int(install.group(1))],
+    }
 
 
 def gixy(site: Path, tmp_path: Path) -> list[dict[str, Any]]:
@@ -150,6 +219,32 @@ def test_vm_files_pass_their_validators(
     assert service["Type"] == ["notify"]
     assert service["Environment"] == ["PORT=%i"]
 
+    # The worker: the servers' user, settings, restart policy and sandbox; its health check on
+    # loopback, on a port of its own; a stop timeout past the jobs' grace period.
+    with_worker = answers.get("use_worker", False)
+    assert (vm / "systemd" / WORKER_UNIT).exists() == with_worker
+    if with_worker:
+        worker = unit_settings(vm / "systemd" / WORKER_UNIT)
+        shared = {key: values for key, values in service.items() if key not in WEB_ONLY}
+        assert {key: worker.get(key) for key in shared} == shared
+        assert worker["Type"] == ["exec"]
+        assert worker["ExecStart"] == [f"/opt/{SLUG}/current/.venv/bin/python -m app.jobs"]
+        assert unit_environment(worker)["WORKER_HEALTH_HOST"] == "127.0.0.1"
+        assert int(worker["TimeoutStopSec"][0]) >= default_grace_seconds(project) + 10
+        after = unit_section(vm / "systemd" / WORKER_UNIT, "[Unit]")["After"].split()
+        assert "redis-server.service" in after
+        assert (f"{SLUG}-migrate.service" in after) == answers.get("use_postgres", True)
+        assert unit_section(vm / "systemd" / WORKER_UNIT, "[Install]") == {"WantedBy": "multi-user.target"}
+        # One port for its health check everywhere, none of the servers'.
+        found = worker_ports(project)
+        assert found["unit"] == found["supervisor"] == found["install.sh"], found
+        assert not set(found["unit"]) & set(vm_ports(project)["install.sh"])
+    else:
+        # Nothing of it where it was not asked for.
+        for path in vm.rglob("*"):
+            if path.is_file():
+                assert "app.jobs" not in path.read_text() and "worker.service" not in path.read_text(), path
+
     # nginx: the site inside a minimal nginx.conf, as sites-enabled would include it.
     nginx.check(vm / "nginx" / f"{SLUG}.conf", tmp_path / "nginx")
     assert gixy(vm / "nginx" / f"{SLUG}.conf", tmp_path) == []
@@ -165,7 +260,8 @@ def test_vm_files_pass_their_validators(
     scripts = ("install.sh", "wait-healthy", "backup", "restore")
     shellcheck(*[vm / name for name in scripts if (vm / name).exists()])
 
-    # gunicorn: its own check, the worker class importable, the bind address.
+    # gunicorn: its own check, the worker class importable, the bind address. The app imports
+    # the job queue's library when the worker is on: the release's dependencies then.
     bin_dir = venv / "bin"
     env = clean_env(PORT="8123")
     run(
@@ -184,6 +280,7 @@ def test_vm_files_pass_their_validators(
 
     # The project's own linters cover gunicorn.conf.py.
     lint_env = clean_env(MYPY_CACHE_DIR=str(tmp_path / ".mypy_cache"))
+    bin_dir = venv / "bin"
     run([bin_dir / "ruff", "check", "--no-cache", "gunicorn.conf.py"], project, lint_env)
     run([bin_dir / "ruff", "format", "--check", "--no-cache", "gunicorn.conf.py"], project, lint_env)
     run([bin_dir / "mypy", "gunicorn.conf.py"], project, lint_env)
@@ -216,6 +313,43 @@ def test_nginx_checks_fail_on_a_broken_site(bakery: Any, tmp_path: Path) -> None
     assert "add_header_redefinition" in {finding["plugin"] for finding in gixy(broken, tmp_path)}
     broken.write_text(site.read_text().replace("server_tokens off;", "server_tokens off"))
     assert nginx.check(broken, tmp_path / "nginx", must_pass=False).returncode != 0
+
+
+@pytest.mark.xdist_group(WORKER_GROUP)
+def test_vm_worker_runs_with_its_units_command(
+    bakery: Any, venv: Path, services: dict[str, str], tmp_path: Path
+) -> None:
+    project = bakery(**WORKER_ANSWERS)
+    unit = unit_settings(project / "deploy" / "vm" / "systemd" / WORKER_UNIT)
+    [exec_start] = unit["ExecStart"]
+    [program] = supervisor_groups(project)[f"{SLUG}-worker"]
+    # supervisor runs the very command systemd runs, from the same directory, with the same address.
+    assert (program.command, program.directory) == (exec_start, f"/opt/{SLUG}/current")
+    assert program.environment == unit_environment(unit)
+    assert program.stopwaitsecs == int(unit["TimeoutStopSec"][0])
+
+    env = unit_environment(unit)
+    # Another port here: tests run side by side on this machine. Its own queue, for the same reason.
+    port = free_port()
+    env |= {"WORKER_HEALTH_PORT": str(port), "CACHE_KEY_PREFIX": f"vm-test-{port}:"}
+    env |= {"ENVIRONMENT": "production", "SECRET_KEY": secret(), "REDIS_URL": services["REDIS_URL"]}
+    python = venv / "bin" / "python"
+    with fresh_database(venv, project, services) as database:
+        env["DATABASE_URL"] = database
+        command = shlex.split(on_this_machine(exec_start, project, venv))
+        log = tmp_path / "worker.log"
+        with serving(command, project, clean_env(**env), f"http://127.0.0.1:{port}/health", log) as worker:
+            # The check the README gives, with the same settings; the health check on loopback only.
+            run([python, "-m", "app.jobs", "check"], project, clean_env(**env))
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://[::1]:{port}/health", timeout=5)
+            # An idle worker stops well within the unit's stop timeout.
+            started = time.monotonic()
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=int(unit["TimeoutStopSec"][0]))
+            assert time.monotonic() - started < default_grace_seconds(project)
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        assert any(line["message"].startswith("Worker starting") for line in lines), log.read_text()
 
 
 @pytest.mark.parametrize(
@@ -495,4 +629,44 @@ def test_vm_install_script_with_supervisor(bakery: Any, venv: Path, tmp_path: Pa
     migrate = next(i for i, call in enumerate(calls) if call.startswith(f"runuser -u {SLUG} -- env PATH="))
     assert calls[migrate].endswith(" scripts/migrate")
     assert migrate < calls.index(f"supervisorctl restart {SLUG}:*") < calls.index("python - 8000 8001")
+    assert not [call for call in calls if call.startswith("systemctl") and "nginx" not in call]
+
+
+@pytest.mark.xdist_group(WORKER_GROUP)
+def test_vm_install_script_restarts_the_worker(bakery: Any, venv: Path, tmp_path: Path) -> None:
+    project = shutil.copytree(bakery(**WORKER_ANSWERS), tmp_path / SLUG)
+    install = Installer(project, venv, tmp_path)
+    install(expect=1)
+    settings = (install.root / "etc" / SLUG / f"{SLUG}.env").read_text()
+    # Its health check's address stays in its unit, where the file cannot move it onto a server's port.
+    assert "# WORKER_CONCURRENCY=10" in settings and "WORKER_HEALTH" not in settings
+    restart_worker = f"systemctl restart {SLUG}-worker.service"
+    servers = [f"systemctl restart {SLUG}@8000.service", f"systemctl restart {SLUG}@8001.service"]
+
+    # After the migrations, the worker before the servers, waited for on its health check.
+    installed = install()
+    calls = install.calls
+    unit = install.root / "etc" / "systemd" / "system" / WORKER_UNIT
+    assert unit.read_text() == (project / "deploy" / "vm" / "systemd" / WORKER_UNIT).read_text()
+    migrate = calls.index(f"systemctl start {SLUG}-migrate.service")
+    assert calls.index("systemctl daemon-reload") < migrate < calls.index(restart_worker)
+    assert calls.index(f"systemctl enable --quiet {SLUG}-worker.service") < calls.index(restart_worker)
+    assert calls.index(restart_worker) < calls.index("python - 8100") < calls.index(servers[0])
+    assert "==> worker running, its health check on 127.0.0.1:8100" in installed.stdout
+
+    # A rollback runs the previous release's code in the worker too.
+    install()
+    install("--rollback")
+    assert [call for call in install.calls if "restart" in call] == [restart_worker, *servers]
+
+    # Under supervisor: its program next to the servers', restarted first the same way.
+    supervised = Installer(project, venv, tmp_path / "supervisor")
+    supervised("--supervisor", expect=1)
+    supervised("--supervisor")
+    program = (supervised.root / "etc" / "supervisor" / "conf.d" / f"{SLUG}.conf").read_text()
+    assert f"[program:{SLUG}-worker]" in program
+    calls = supervised.calls
+    assert f"supervisorctl update {SLUG} {SLUG}-worker" in calls
+    assert calls.index(f"supervisorctl restart {SLUG}-worker:*") < calls.index("python - 8100")
+    assert calls.index("python - 8100") < calls.index(f"supervisorctl restart {SLUG}:*")
     assert not [call for call in calls if call.startswith("systemctl") and "nginx" not in call]

@@ -58,7 +58,7 @@ def test_files_copied_without_rendering_hold_no_template_syntax() -> None:
         assert not any(tag in text for tag in ("{{", "{%", "{#")), name
 
 
-def test_no_input_bakes_every_feature(tmp_path: Path) -> None:
+def test_no_input_bakes_every_feature_but_the_worker(tmp_path: Path) -> None:
     result = cookiecutter_cli(tmp_path)
 
     assert result.returncode == 0, result.stderr
@@ -66,6 +66,8 @@ def test_no_input_bakes_every_feature(tmp_path: Path) -> None:
     assert (project / ".python-version").read_text().strip() == CONTEXT["python_version"][0]
     assert (project / "app" / "db.py").exists()
     assert (project / "app" / "cache.py").exists()
+    # A second process to run and pay for on every platform: asked for, not assumed.
+    assert not (project / "app" / "jobs").exists()
 
 
 def test_switches_are_set_from_the_command_line(tmp_path: Path) -> None:
@@ -112,6 +114,7 @@ def test_bakes_from_a_git_url(tmp_path: Path, template_repo: Path) -> None:
         (["deploy_target=kubernetes", "use_redis=no"], "use_socketio needs use_redis on kubernetes"),
         (["deploy_target=cloud-run", "use_redis=no"], "use_socketio needs use_redis on cloud-run"),
         (["use_postgres=no"], "use_auth needs use_postgres"),
+        (["use_worker=yes", "use_redis=no", "use_socketio=no"], "use_worker needs use_redis"),
     ],
 )
 def test_bad_answers_stop_with_one_line_and_leave_nothing(

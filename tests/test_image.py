@@ -13,7 +13,8 @@ network against the real PostgreSQL and Redis, with a read-only root and a
 tmpfs /tmp, as non-root; Docker's HEALTHCHECK must pass, readiness answer 200,
 and SIGTERM stop the server cleanly within the target's grace period while a
 Socket.IO client is connected (and, on Cloud Run's 10 s, while a request is
-still open).
+still open). The background worker (use_worker) runs from its project's image
+as compose.prod.yaml starts it: its own health check, a job, a clean stop.
 
 Not covered: the platforms' own builders and runtimes (Cloud Build, Railway's,
 Fly's and Render's builders, Cloud Run, Kubernetes), which cannot run here.
@@ -25,12 +26,14 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
 import tarfile
 import time
 import tomllib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,13 +49,16 @@ from toolkit.deploy import (
     CONTAINER_TARGETS,
     assert_at_head,
     build_context,
+    compose,
     fresh_database,
+    platform_url,
+    prod_env,
 )
 from toolkit.docker import Docker
 from toolkit.features import DEFAULT_PYTHON, PYTHONS
 from toolkit.live import serve_grace, socketio_client
 from toolkit.locks import locked
-from toolkit.platforms import CLOUD_RUN_GRACE, Process, launch
+from toolkit.platforms import CLOUD_RUN_GRACE, Process, duration, launch
 from toolkit.report import Figures
 
 SLUG = images.APP_REPOSITORY
@@ -538,6 +544,106 @@ def test_a_request_still_open_at_a_stop_does_not_outlast_cloud_runs_grace_period
     assert final["ExitCode"] in (0, 143), f"{final}\n{output}"
     assert graceful - 0.5 <= stopped < CLOUD_RUN_GRACE, f"stopped in {stopped:.1f} s"
     assert "Application shutdown complete." in output, output
+
+
+# --- The background worker ---------------------------------------------------------------
+
+# Queues the scheduled task now, from inside the worker's container with its settings;
+# prints the job's key.
+ENQUEUE = """
+import asyncio
+from redis.asyncio import Redis
+from app.jobs.queue import job_defaults, queue_on
+from app.settings import get_settings
+
+async def main():
+    settings = get_settings()
+    async with Redis.from_url(settings.redis_url) as redis:
+        job = await queue_on(redis, settings).enqueue("nightly_cleanup", **job_defaults(settings))
+    print(job.key)
+
+asyncio.run(main())
+"""
+
+
+def compose_process(service: dict[str, Any], database: str, redis: str) -> Process:
+    """A compose.prod.yaml service as `docker run` arguments: its command, its environment on
+    the machine's PostgreSQL and Redis, init, memory limit and health check."""
+    env = {key: value for key, value in service["environment"].items() if value is not None}
+    env |= {"DATABASE_URL": platform_url(database, "postgresql"), "REDIS_URL": redis}
+    flags = ["--init"] if service.get("init") else []
+    limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+    if "memory" in limits:
+        flags += ["--memory", str(limits["memory"])]
+    if "healthcheck" in service:
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD", test
+        flags += ["--health-cmd", shlex.join(test[1:]), "--health-interval", "1s"]
+    return Process(env, service["command"], flags=flags)
+
+
+@pytest.mark.containers
+@pytest.mark.xdist_group(f"image-{DEFAULT_PYTHON}")
+def test_the_worker_container_runs_as_compose_runs_it(
+    docker: Docker,
+    bakery: Any,
+    venv: Path,
+    services: dict[str, str],
+    figures: Figures,
+    tmp_path: Path,
+) -> None:
+    """Its own health check passes (the image's asks the web server's port), it runs a job
+    queued in Redis, and SIGTERM stops it cleanly well within its stop_grace_period."""
+    answers = {"deploy_target": "docker-compose", "use_worker": True}
+    project = bakery(**answers)
+    image = images.variant_image(docker, project, "worker")
+    config = compose(project, "compose.prod.yaml", prod_env(answers), tmp_path)["services"]
+    grace = duration(config["worker"]["stop_grace_period"])
+    with fresh_database(venv, project, services) as database:
+        migrate = compose_process(config["migrate"], database, services["REDIS_URL"])
+        worker = compose_process(config["worker"], database, services["REDIS_URL"])
+        # A queue of its own: other tests' workers may share this Redis.
+        worker.env["CACHE_KEY_PREFIX"] = f"image-worker-{uuid.uuid4().hex[:8]}:"
+        # Compose starts it once the migrations are done.
+        docker("run", "--rm", *run_argv(image, migrate), timeout=180)
+        with port_of_our_own(int(worker.env.get("WORKER_HEALTH_PORT", 8001))):
+            container = docker("run", "--detach", *run_argv(image, worker)).stdout.strip()
+            try:
+                healthy = wait_healthy(docker, container)
+                assert process_uids(docker, container) == {str(UID)}, "non-root, every process"
+                key = docker("exec", container, "python", "-c", ENQUEUE).stdout.strip()
+                deadline = time.monotonic() + 20
+                while not finished(logs(docker, container), "nightly_cleanup", key):
+                    assert time.monotonic() < deadline, logs(docker, container)
+                    time.sleep(0.5)
+                started = time.monotonic()
+                docker("stop", "--time", str(int(grace)), container, timeout=grace + 30)
+                stopped = time.monotonic() - started
+            finally:
+                output = logs(docker, container)
+                final = state(docker, container)
+                docker("rm", "--force", container, check=False)
+
+    # The task's own line: it ran on the migrated database (no expired token to delete).
+    assert re.search(r'"nightly_cleanup for \S+ removed 0 rows"', output), output
+    # It exited on its own (Docker's SIGKILL would leave 137) before the grace period ended.
+    assert final["ExitCode"] == 0 and not final["OOMKilled"], f"{final}\n{output}"
+    assert stopped < grace, f"took {stopped:.1f} s of a {grace:.0f} s grace period"
+    assert "Working shutting down" in output, output
+    assert "Traceback" not in output, output
+    figures.add(
+        f"Worker container, Python {DEFAULT_PYTHON}, docker-compose",
+        "healthy after / stopped in (grace)",
+        f"{healthy:.1f} s / {stopped:.1f} s ({grace:.0f} s)",
+    )
+
+
+def finished(output: str, function: str, key: str) -> bool:
+    """Whether SAQ logged the end of the job `key` of `function`."""
+    return any(
+        f"Finished Job<function: {function}, " in line and f"key: {key}," in line
+        for line in output.splitlines()
+    )
 
 
 # --- The generated CI's image job -------------------------------------------------------

@@ -1,5 +1,6 @@
 """A dependency taken away under load and given back: Redis (a private redis-server,
-stopped and started) and PostgreSQL (cut at a TCP proxy in front of it)."""
+stopped and started, for the web instances and for the background-job worker) and
+PostgreSQL (cut at a TCP proxy in front of it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -275,3 +277,56 @@ def test_database_outage_is_503_json_and_the_pool_recovers_alone(
     assert code in (0, -signal.SIGTERM)
     log = check_log(server, database)
     assert "Traceback" not in log
+
+
+@pytest.fixture(scope="module")
+def worker_project(bakery: Any) -> Path:
+    return bakery(use_worker=True)
+
+
+def finished_jobs(worker: Server, task: str) -> int:
+    return worker.text().count(f"Finished Job<function: {task}")
+
+
+def test_redis_restarted_under_load_the_same_worker_takes_jobs_again(
+    worker_project: Path, python: Path, database: Database, tmp_path: Path
+) -> None:
+    """Items created without pause while Redis stops and starts: every write is answered
+    201 (a job that cannot be queued runs in the web process), and the worker process that
+    ran before the restart runs the jobs queued after it, without being restarted."""
+    redis = RedisServer(tmp_path / "redis.log")
+    port, worker_port = free_port(), free_port()
+    env = app_env(database.url, redis.url, WORKER_HEALTH_PORT=str(worker_port))
+    web = Server(uvicorn(python, worker_project, port), worker_project, env, tmp_path / "web.log", port)
+    worker = Server([python, "-m", "app.jobs"], worker_project, env, tmp_path / "worker.log", worker_port)
+
+    async def scenario(headers: dict[str, str]) -> tuple[list[Sample], int]:
+        stop = asyncio.Event()
+        writers = asyncio.gather(*(write_probe(web.base, stop, headers, interval=0.05) for _ in range(4)))
+        await asyncio.sleep(BEFORE_FAULT)
+        await asyncio.to_thread(redis.stop)
+        await asyncio.sleep(FAULT_SECONDS)
+        await asyncio.to_thread(redis.start)
+        back = finished_jobs(worker, "item_created")
+        deadline = time.monotonic() + RECOVERY_DEADLINE
+        while finished_jobs(worker, "item_created") <= back and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)
+        stop.set()
+        writes = [sample for samples in await writers for sample in samples]
+        return writes, finished_jobs(worker, "item_created") - back
+
+    try:
+        with stopped_at_exit(web), stopped_at_exit(worker):
+            web.wait_healthy()
+            worker.wait_healthy()
+            writes, after_restart = asyncio.run(scenario(writer_headers(web)))
+            assert worker.process.poll() is None, worker.text()[-3000:]
+            assert worker.terminate(20) == 0
+    finally:
+        redis.stop()
+
+    assert writes
+    assert {sample.status for sample in writes} == {201}, show(outside(writes, {"create": {201}}))
+    assert after_restart > 0, worker.text()[-3000:]
+    assert "Traceback" not in web.text(), web.text()[-3000:]

@@ -5,7 +5,9 @@ database and its user, the second run that installs and starts, the nginx
 site, HTTPS with certbot. Then, under steady traffic through nginx, a restart of
 each server unit and a second install (an upgrade) fail no request; the nightly
 backup unit writes a dump that `deploy/vm/restore` puts back into a dropped
-database.
+database. One case turns the background-job worker on: its unit runs after the
+install, answers its check on loopback, processes the job an item written through
+nginx queues, restarts with each release and stops for the restore.
 
 Each Python choice runs once: where the distribution ships it, install.sh uses
 that one; where it does not, install.sh has uv install it, and since these
@@ -21,9 +23,11 @@ namespaces inside these containers: a drop-in turns only that setting off;
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -47,7 +51,11 @@ PRIVATE_USERS = (
     f"{SLUG}@.service",
     f"{SLUG}-migrate.service",
     f"{SLUG}-backup.service",
+    f"{SLUG}-worker.service",
 )
+WORKER = f"{SLUG}-worker"
+# Where the worker's unit puts its health check.
+WORKER_PORT = 8100
 # The README's database step, as a root shell runs it.
 CREATE_DATABASE = f"""
 DB_PASSWORD=$(sudo sed -n 's|^DATABASE_URL=postgresql://[^:]*:\\([^@]*\\)@.*|\\1|p' /etc/{SLUG}/{SLUG}.env)
@@ -76,16 +84,18 @@ class Case(NamedTuple):
     suite: str
     python: str
     locked: bool
+    worker: bool = False
 
     @property
     def python_from_uv(self) -> bool:
         return self.python != PYTHONS[self.suite]
 
 
-# Every Python choice; both suites; the distribution's Python and uv's; with and without uv.lock.
+# Every Python choice; both suites; the distribution's Python and uv's; with and without uv.lock;
+# the worker in the case that builds no Python (it adds a unit, not a setup path).
 CASES = {
     "debian-12-python-3.12-from-uv-locked": Case("bookworm", "3.12", locked=True),
-    "debian-13-python-3.13": Case("trixie", "3.13", locked=False),
+    "debian-13-python-3.13-with-worker": Case("trixie", "3.13", locked=False, worker=True),
     "debian-13-python-3.11-from-uv": Case("trixie", "3.11", locked=False),
 }
 
@@ -114,6 +124,23 @@ def under_traffic(machine: Machine, command: str) -> tuple[str, list[Sample]]:
 
 def ready(machine: Machine) -> httpx.Response:
     return httpx.get(f"http://{machine.address}/health/ready", headers=HOST, timeout=10)
+
+
+def worker_lines(machine: Machine) -> list[str]:
+    """The messages of the worker's JSON log lines, in order."""
+    lines = machine(f"journalctl --no-pager --output=cat --unit {WORKER}", check=False).stdout
+    return [json.loads(line)["message"] for line in lines.splitlines() if line.startswith("{")]
+
+
+def wait_for_worker_line(machine: Machine, prefix: str, timeout: float = 30) -> str:
+    """The first message of the worker starting with `prefix`, once it has logged one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [line for line in worker_lines(machine) if line.startswith(prefix)]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no {prefix!r} from the worker:\n{machine.journal(WORKER)}"
+        time.sleep(0.5)
 
 
 def tls_request(address: str, root: str, maximum: ssl.TLSVersion | None = None) -> tuple[str, str]:
@@ -163,7 +190,10 @@ def add_https_with_certbot(machine: Machine) -> str:
 def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
     bakery: Any, machine: Machine, tmp_path: Path, case: Case
 ) -> None:
-    project = shutil.copytree(bakery(deploy_target="vm", python_version=case.python), tmp_path / SLUG)
+    answers = {"use_worker": True} if case.worker else {}
+    project = shutil.copytree(
+        bakery(deploy_target="vm", python_version=case.python, **answers), tmp_path / SLUG
+    )
     pins = lock(project, case.python) if case.locked else {}
     assert machine.boot() in ("running", "degraded")
     machine(f"mkdir /root/{SLUG}")
@@ -203,10 +233,23 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
     assert migrated.count("Running upgrade  -> 0001") == 1 and migrated.count("0001 -> 0002") == 1
     # gunicorn listens on loopback only: nginx is the one way in.
     sockets = [line.split() for line in machine("cat /proc/net/tcp /proc/net/tcp6").stdout.splitlines()]
-    for port in (8000, 8001):
+    # So does the worker's health check.
+    for port in (8000, 8001, WORKER_PORT) if case.worker else (8000, 8001):
         # Sockets listening (state 0A) on the port: their local addresses.
         local = [row[1] for row in sockets if row[1].endswith(f":{port:04X}") and row[3] == "0A"]
         assert local == [f"0100007F:{port:04X}"], local
+    if case.worker:
+        # Started after the migrations, enabled for the next boot, and answering the app's own check.
+        assert f"==> worker running, its health check on 127.0.0.1:{WORKER_PORT}" in installed.stdout
+        assert machine(f"systemctl is-active {WORKER}; systemctl is-enabled {WORKER}").stdout.split() == [
+            "active",
+            "enabled",
+        ]
+        machine(
+            f"cd /opt/{SLUG}/current && runuser -u {SLUG} -- "
+            f"env WORKER_HEALTH_PORT={WORKER_PORT} .venv/bin/python -m app.jobs check"
+        )
+        machine(f"cd /root/{SLUG} && deploy/vm/wait-healthy {WORKER_PORT}")
 
     # The README's first admin (the password comes from the environment, not a prompt), then a
     # signed-in write through nginx.
@@ -224,6 +267,11 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
         timeout=10,
     )
     assert written.status_code == 201, written.text
+    if case.worker:
+        # The item's job, queued by the server after its commit, run by the worker at the first
+        # attempt. (SAQ's line names the task and queue, not its arguments.)
+        finished = wait_for_worker_line(machine, f"Finished Job<function: item_created, queue: {SLUG}:jobs,")
+        assert ", attempts: 1," in finished, finished
 
     # A restart of each server, one after the other as the README does it, fails no request.
     restarts = f"cd /root/{SLUG} && " + " && ".join(
@@ -238,6 +286,10 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
     assert "==> done: " in upgraded
     assert len(machine(f"ls /opt/{SLUG}/releases").stdout.split()) == 2
     assert machine.journal(f"{SLUG}-migrate").count("Running upgrade") == 2
+    if case.worker:
+        # The release restarted the worker, which stopped within its unit's timeout.
+        assert worker_lines(machine).count(f"Worker starting on queue {SLUG}:jobs") == 2
+        assert "timed out" not in machine.journal(WORKER)
 
     # The nightly backup, run now, and the README's restore into a dropped database.
     assert machine(f"systemctl is-enabled {SLUG}-backup.timer").stdout.strip() == "enabled"
@@ -247,12 +299,13 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
     restored = machine(f"cd /root/{SLUG} && deploy/vm/restore {dump}")
     assert f"the database {DATABASE} does not exist: creating it" in restored.stderr
     assert restored.stderr.endswith("restore: serving again\n"), restored.stderr
+    # The worker stopped for the restore too, and started again after it.
+    [stopping] = [line for line in restored.stderr.splitlines() if line.startswith("restore: stopping ")]
+    assert (f"{WORKER}.service" in stopping) == case.worker, stopping
     items = machine(f'sudo -u postgres psql -d {DATABASE} -Atc "SELECT name FROM items"')
     assert items.stdout.split() == ["on", "the", "vm"], "the row written before the backup"
-    assert (
-        machine(f"systemctl is-active {SLUG}@8000 {SLUG}@8001 {SLUG}-backup.timer").stdout.split()
-        == ["active"] * 3
-    )
+    units = [f"{SLUG}@8000", f"{SLUG}@8001", f"{SLUG}-backup.timer", *([WORKER] if case.worker else [])]
+    assert machine(f"systemctl is-active {' '.join(units)}").stdout.split() == ["active"] * len(units)
     assert ready(machine).status_code == 200
 
     # HTTPS as the README adds it: TLS 1.3, or 1.2 for an older client, and HSTS; HTTP redirects.

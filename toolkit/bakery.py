@@ -21,7 +21,7 @@ from typing import Any
 from cookiecutter.main import cookiecutter
 
 from toolkit import cache_dir
-from toolkit.features import CONTEXT, ROOT, TARGETS, answers_for
+from toolkit.features import ALL_ON, CONTEXT, ROOT, TARGETS, answers_for
 from toolkit.processes import clean_env, run
 
 TEMPLATE_DIR = ROOT / "{{cookiecutter.project_slug}}"
@@ -94,7 +94,7 @@ def superset_dependencies() -> list[str]:
     """The union of every variant's dependencies: every feature on, each target."""
     found: set[str] = set()
     for target in TARGETS:
-        found |= dependencies(render_pyproject(deploy_target=target))
+        found |= dependencies(render_pyproject(deploy_target=target, **ALL_ON))
     return sorted(found)
 
 

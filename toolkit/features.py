@@ -64,6 +64,7 @@ FEATURE_WORDS: dict[str, list[str]] = {
         "api_key",
         "argon2",
     ],
+    "use_worker": ["saq", "app.jobs", "jobsdep", "worker_concurrency", "jobs_cleanup_cron"],
 }
 # Cloud Run's, Kubernetes' and the VM's deploy files and docs mention WebSockets only for
 # Socket.IO; the app, Caddy and Fly's files mention them for any ASGI WebSocket.

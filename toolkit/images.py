@@ -292,6 +292,20 @@ class AppImages:
         return self.built[version]
 
 
+def variant_image(docker: Docker, project: Path, name: str) -> str:
+    """The image of a project baked with other answers than AppImages' (a feature
+    turned on, say), tagged `my-service:NAME-<digest>`; built once per content,
+    older builds of the same NAME untagged."""
+    version = re.search(r"^FROM python:([\d.]+)-slim", (project / "Dockerfile").read_text(), re.MULTILINE)
+    assert version
+    python_image(docker, version.group(1))
+    tag = content_tag(docker, project, f"{name}-")
+    with locked(cache_dir() / "images" / f"{APP_REPOSITORY}-{name}.lock"):
+        build(docker, project, tag)
+        remove_older_tags(docker, APP_REPOSITORY, f"{name}-", keep=tag)
+    return tag
+
+
 def content_tag(docker: Docker, project: Path, prefix: str) -> str:
     """A tag naming what the image is built from: another test run on this machine
     (another work tree, another template version) never runs this run's image."""

@@ -34,6 +34,10 @@ from railway_sdk import (
 # any instance, so state shared between requests must not live in the process.
 {% endif %}
 REPLICAS = 1
+{% if cookiecutter.use_worker %}
+# Instances of the background worker; a scheduled job still runs once, on one of them.
+WORKER_REPLICAS = 1
+{% endif %}
 # The branch Railway deploys on every push, from this checkout's GitHub repository.
 BRANCH = "main"
 
@@ -114,4 +118,37 @@ def main(ctx: Any = None) -> Project:
 {% endif %}
         },
     )
-    return project("{{ cookiecutter.project_slug }}", resources=[{{ "database, " if cookiecutter.use_postgres else "" }}{{ "cache, " if cookiecutter.use_redis else "" }}api])
+{% if cookiecutter.use_worker %}
+    # The same image as `api`, started as the worker. No domain: it serves nothing. No
+    # health check: Railway's requests a path on the service's PORT only while a deploy
+    # goes live, never afterwards, and the worker listens on no PORT.
+    worker = service(
+        "worker",
+        source=github(github_repository(), branch=BRANCH),
+        build={"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"},
+        start="python -m app.jobs",
+{% if cookiecutter.use_postgres %}
+        # Its deploy is not ordered after api's: migrating here too keeps new jobs code
+        # off an old schema (the migrations take a lock; the second run does nothing).
+        preDeploy="scripts/migrate",
+{% endif %}
+        replicas=WORKER_REPLICAS,
+        deploy={
+            # It only stops when told to: whatever its exit status, it is started again.
+            "restartPolicyType": "ALWAYS",
+            # Running jobs get WORKER_SHUTDOWN_GRACE_SECONDS (8 s) after SIGTERM, then
+            # go back to the queue.
+            "drainingSeconds": 30,
+        },
+        env={
+            "ENVIRONMENT": "production",
+            # The one set on api.
+            "SECRET_KEY": api.env.SECRET_KEY,
+{% if cookiecutter.use_postgres %}
+            "DATABASE_URL": database.env.DATABASE_URL,
+{% endif %}
+            "REDIS_URL": cache.env.REDIS_URL,
+        },
+    )
+{% endif %}
+    return project("{{ cookiecutter.project_slug }}", resources=[{{ "database, " if cookiecutter.use_postgres else "" }}{{ "cache, " if cookiecutter.use_redis else "" }}api{{ ", worker" if cookiecutter.use_worker else "" }}])

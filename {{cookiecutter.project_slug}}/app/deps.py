@@ -34,6 +34,9 @@ from app.cache import Cache
 {% if cookiecutter.use_postgres %}
 from app.db import Database, commit
 {% endif %}
+{% if cookiecutter.use_worker %}
+from app.jobs.queue import Jobs
+{% endif %}
 {% if cookiecutter.use_socketio %}
 from app.realtime.broadcast import Broadcaster
 {% endif %}
@@ -114,6 +117,16 @@ async def get_broadcaster(request: Request) -> Broadcaster:
 
 
 BroadcasterDep = Annotated[Broadcaster, Depends(get_broadcaster)]
+{% endif %}
+{% if cookiecutter.use_worker %}
+
+
+async def get_jobs(request: Request) -> Jobs:
+    """Where a route enqueues background work: `await jobs.enqueue("task", ...)`."""
+    return app_state(request).jobs
+
+
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
 {% endif %}
 {% if cookiecutter.use_auth %}
 

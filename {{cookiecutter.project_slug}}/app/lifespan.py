@@ -18,6 +18,12 @@ from app.cache import Cache
 {% endif %}
 {% if cookiecutter.use_postgres %}
 from app.db import {{ "open_database, watch_pool" if cookiecutter.use_metrics else "open_database" }}
+{% endif %}
+{% if cookiecutter.use_worker %}
+from app.jobs.queue import open_jobs
+from app.jobs.tasks import Resources
+{% endif %}
+{% if cookiecutter.use_postgres %}
 from app.models import Base
 {% endif %}
 {% if cookiecutter.use_rate_limit %}
@@ -79,6 +85,23 @@ def lifespan({{ parameters | join(", ") }}) -> Lifespan:
             broadcaster = Broadcaster()
 {% endif %}
 {% endif %}
+{% if cookiecutter.use_worker %}
+            jobs = await stack.enter_async_context(
+                open_jobs(
+                    Resources(
+                        settings=settings,
+{% if cookiecutter.use_postgres %}
+                        database=database,
+{% endif %}
+{% if cookiecutter.use_socketio %}
+                        sio=sio,
+{% endif %}
+                    ),
+                    redis,
+                    breaker,
+                )
+            )
+{% endif %}
             tune_garbage_collector()
             yield {
                 STATE_KEY: AppState(
@@ -101,6 +124,9 @@ def lifespan({{ parameters | join(", ") }}) -> Lifespan:
 {% if cookiecutter.use_socketio %}
                     sio=sio,
                     broadcaster=broadcaster,
+{% endif %}
+{% if cookiecutter.use_worker %}
+                    jobs=jobs,
 {% endif %}
                 )
             }

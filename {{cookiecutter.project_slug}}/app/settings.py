@@ -131,6 +131,24 @@ class Settings(BaseSettings):
     # Prefix of every key this service writes, so services can share one Redis.
     cache_key_prefix: str = "{{ cookiecutter.project_slug }}:"
 {% endif %}
+{% if cookiecutter.use_worker %}
+    # Background jobs (app/jobs): a job's time limit (past it, it counts as stuck and
+    # runs again) and attempts, how long its record stays in Redis, and the clean-up's
+    # schedule (cron, UTC).
+    jobs_timeout_seconds: int = Field(default=60, ge=1)
+    jobs_retries: int = Field(default=3, ge=1)
+    jobs_record_seconds: int = Field(default=86_400, ge=1)
+    jobs_cleanup_cron: str = "0 3 * * *"
+    # Seconds between a worker's looks for jobs whose worker died.
+    jobs_sweep_seconds: int = Field(default=60, ge=1)
+    # The worker: jobs run at once, seconds running jobs get after SIGTERM (below the
+    # platform's own grace period), and where its liveness check answers.
+    worker_concurrency: int = Field(default=10, ge=1)
+    worker_shutdown_grace_seconds: int = Field(default=8, ge=0)
+    # Empty: every address, IPv4 and IPv6.
+    worker_health_host: str = ""
+    worker_health_port: int = Field(default=8001, ge=1, le=65535)
+{% endif %}
 {% if cookiecutter.use_socketio %}
 
     # Socket.IO: "websocket" alone where several instances run without sticky sessions.

@@ -19,6 +19,9 @@ from app.cache import Cache
 {% if cookiecutter.use_postgres %}
 from app.db import Database
 {% endif %}
+{% if cookiecutter.use_worker %}
+from app.jobs.queue import Jobs
+{% endif %}
 {% if cookiecutter.use_rate_limit %}
 from app.ratelimit.budgets import Budgets
 {% endif %}
@@ -52,4 +55,7 @@ class AppState:
 {% if cookiecutter.use_socketio %}
     sio: socketio.AsyncServer
     broadcaster: Broadcaster
+{% endif %}
+{% if cookiecutter.use_worker %}
+    jobs: Jobs
 {% endif %}

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 {% if cookiecutter.use_redis %}
 from app.db import after_commit
 {% endif %}
-from app.deps import {{ "CacheDep, DatabaseDep, " if cookiecutter.use_redis else "" }}ReadSessionDep, SessionDep{{ ", requires" if cookiecutter.use_auth else "" }}
+from app.deps import {{ "CacheDep, DatabaseDep, " if cookiecutter.use_redis else "" }}{{ "JobsDep, " if cookiecutter.use_worker else "" }}ReadSessionDep, SessionDep{{ ", requires" if cookiecutter.use_auth else "" }}
 from app.items.models import Item
 from app.items.schemas import ItemCreate, ItemPage, ItemRead
 {% if cookiecutter.use_rate_limit %}
@@ -40,9 +40,15 @@ router = APIRouter(prefix="/items", tags=["items"])
 {% if cookiecutter.use_rate_limit %}
 @limiter.limit(CREATE_LIMIT)
 # slowapi's decorator requires the `request` parameter.
-async def create_item(request: Request, payload: ItemCreate, session: SessionDep) -> ItemRead:
+{% if cookiecutter.use_worker %}
+async def create_item(
+    request: Request, payload: ItemCreate, session: SessionDep, jobs: JobsDep
+) -> ItemRead:
 {% else %}
-async def create_item(payload: ItemCreate, session: SessionDep) -> ItemRead:
+async def create_item(request: Request, payload: ItemCreate, session: SessionDep) -> ItemRead:
+{% endif %}
+{% else %}
+async def create_item(payload: ItemCreate, session: SessionDep{{ ", jobs: JobsDep" if cookiecutter.use_worker else "" }}) -> ItemRead:
 {% endif %}
     item = Item(name=payload.name, description=payload.description)
     session.add(item)
@@ -51,6 +57,10 @@ async def create_item(payload: ItemCreate, session: SessionDep) -> ItemRead:
     except IntegrityError:
         await session.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, "An item with this name exists") from None
+{% if cookiecutter.use_worker %}
+    # Queued once the row is committed, so the task finds it.
+    after_commit(session, lambda: jobs.enqueue("item_created", item_id=item.id))
+{% endif %}
     # The INSERT returned what the database filled in (SQLAlchemy's eager defaults).
     return ItemRead.model_validate(item)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the image with Cloud Build, {{ "run the migration job, " if cookiecutter.use_postgres else "" }}then deploy service.yaml
-# to Cloud Run. Run it from anywhere in the project; each step stops the script on failure.
+# Build the image with Cloud Build, {{ "run the migration job, " if cookiecutter.use_postgres else "" }}then deploy
+# {{ "worker-pool.yaml and " if cookiecutter.use_worker else "" }}service.yaml to Cloud Run. Run it from anywhere in the project; each
+# step stops the script on failure.
 #
 # Environment (defaults in brackets):
 #   PROJECT_ID       Google Cloud project [gcloud's configured project]
@@ -55,6 +56,9 @@ trap 'rm -rf "$rendered"' EXIT
 {% if cookiecutter.use_postgres %}
 render deploy/cloud-run/migrate-job.yaml >"$rendered/migrate-job.yaml"
 {% endif %}
+{% if cookiecutter.use_worker %}
+render deploy/cloud-run/worker-pool.yaml >"$rendered/worker-pool.yaml"
+{% endif %}
 render deploy/cloud-run/service.yaml >"$rendered/service.yaml"
 
 # Cloud Build builds the Dockerfile with its Docker builder (`docker build`, without
@@ -66,6 +70,13 @@ gcloud builds submit --project "$PROJECT_ID" --tag "$IMAGE" .
 echo "==> Migrating the database (job $SERVICE-migrate)"
 gcloud run jobs replace "$rendered/migrate-job.yaml" --project "$PROJECT_ID" --region "$REGION"
 gcloud run jobs execute "$SERVICE-migrate" --project "$PROJECT_ID" --region "$REGION" --wait
+{% endif %}
+{% if cookiecutter.use_worker %}
+
+# Before the service: the new revision may queue tasks only the new worker knows.
+# `worker-pools replace` takes the region from the file's location label (it has no --region).
+echo "==> Deploying the worker pool $SERVICE-worker"
+gcloud run worker-pools replace "$rendered/worker-pool.yaml" --project "$PROJECT_ID"
 {% endif %}
 
 echo "==> Deploying $SERVICE"

@@ -26,6 +26,10 @@ PORTS=(8000 8001)
 {% else %}
 PORTS=(8000)
 {% endif %}
+{% if cookiecutter.use_worker %}
+# The worker's liveness check, as its unit and supervisor program set it.
+WORKER_PORT=8100
+{% endif %}
 PYTHON_VERSION={{ cookiecutter.python_version }}
 # Pinned, as in the Dockerfile of the image-based targets.
 UV_VERSION=0.13.9
@@ -88,10 +92,24 @@ restart_servers() {
     local port
     if [[ $manager == supervisor ]]; then
         supervisorctl reread
+{% if cookiecutter.use_worker %}
+        supervisorctl update "$APP" "$APP-worker"
+        # The worker first: jobs the new code queues then find a worker that knows them.
+        supervisorctl restart "$APP-worker:*"
+        "$source_dir/deploy/vm/wait-healthy" "$WORKER_PORT"
+{% else %}
         supervisorctl update "$APP"
+{% endif %}
         supervisorctl restart "$APP:*"
         "$source_dir/deploy/vm/wait-healthy" "${PORTS[@]}"
     else
+{% if cookiecutter.use_worker %}
+        # The worker first: jobs the new code queues then find a worker that knows them.
+        # Meanwhile jobs wait in Redis; the old worker finishes its running ones first.
+        systemctl enable --quiet "$APP-worker.service"
+        systemctl restart "$APP-worker.service"
+        "$source_dir/deploy/vm/wait-healthy" "$WORKER_PORT"
+{% endif %}
         # One process at a time: nginx sends requests to the others meanwhile.
         for port in "${PORTS[@]}"; do
             systemctl enable --quiet "$APP@$port.service"
@@ -99,6 +117,9 @@ restart_servers() {
             "$source_dir/deploy/vm/wait-healthy" "$port"
         done
     fi
+{% if cookiecutter.use_worker %}
+    log "worker running, its health check on 127.0.0.1:$WORKER_PORT"
+{% endif %}
     log "serving on ports ${PORTS[*]}"
 }
 
@@ -164,6 +185,10 @@ RATE_LIMIT_DEFAULT=120/minute
 # Empty: Sentry off.
 SENTRY_DSN=
 {% endif %}
+{% if cookiecutter.use_worker %}
+# Jobs the background worker runs at once. Its health check's address is set in its unit.
+# WORKER_CONCURRENCY=10
+{% endif %}
 EOF
     log "review $ENV_FILE, then run this script again"
     exit 1
@@ -215,6 +240,9 @@ if [[ $manager == supervisor ]]; then
 else
     log "systemd units"
     install -m 0644 "$source_dir/deploy/vm/systemd/$APP@.service" /etc/systemd/system/
+{% if cookiecutter.use_worker %}
+    install -m 0644 "$source_dir/deploy/vm/systemd/$APP-worker.service" /etc/systemd/system/
+{% endif %}
 {% if cookiecutter.use_postgres %}
     install -m 0644 "$source_dir/deploy/vm/systemd/$APP-migrate.service" /etc/systemd/system/
     install -m 0644 "$source_dir/deploy/vm/systemd/$APP-backup.service" \
