@@ -83,7 +83,9 @@ FEATURE_PATHS: dict[str, list[str]] = {
         "tests/test_jobs.py",
         "deploy/cloud-run/worker-pool.yaml",
         "deploy/helm/{{cookiecutter.project_slug}}/templates/worker.yaml",
+        "deploy/helm/{{cookiecutter.project_slug}}/templates/scheduler.yaml",
         "deploy/vm/systemd/{{cookiecutter.project_slug}}-worker.service",
+        "deploy/vm/systemd/{{cookiecutter.project_slug}}-scheduler.service",
     ],
 }
 

@@ -8,7 +8,9 @@ driven as its README says: settings in `.env`, `deploy/compose/release` for the
 first start and for each release, under steady traffic through Caddy's HTTPS,
 `deploy/compose/restore` for a dump the `backup` service wrote. The project
 has the background worker on (use_worker), so each of those steps runs the
-`worker` service too, and a job queued by an API write is run by it. The one
+`worker` and `scheduler` services too: a job queued by an API write is run by a
+worker, the scheduled job is queued by the scheduler (not the workers), and
+each release replaces both with the app or leaves both as they were. The one
 difference from a server: an override file publishes Caddy's 443 on a free
 port of 127.0.0.1 instead of 80 and 443.
 
@@ -93,7 +95,9 @@ RELEASE_MIX = {"ready": 4, "health": 2, "list": 2}
 # The project both stacks run: the default one, with the background worker.
 ANSWERS = {"deploy_target": "docker-compose", "use_worker": True}
 # The services a release replaces.
-RELEASED = ("app", "worker")
+RELEASED = ("app", "worker", "scheduler")
+# SAQ's line when a process queues the next run of the scheduled task.
+SCHEDULED = "Enqueuing Job<function: nightly_cleanup"
 
 
 @dataclass
@@ -275,7 +279,7 @@ def images_running(stack: Stack, service: str = "app") -> list[str]:
 
 
 def released_containers(stack: Stack) -> set[str]:
-    """The ids of the app's and the worker's containers, running or not."""
+    """The ids of the app's, the worker's and the scheduler's containers, running or not."""
     return {container for service in RELEASED for container in stack.containers(service)}
 
 
@@ -308,13 +312,23 @@ def test_the_first_release_starts_every_service_healthy_and_migrates_once(
     assert f"release: first start, with {v1}" in started.stderr
     assert f"release: {v1} is serving" in started.stderr
 
-    for service in ("postgres", "redis", "app", "worker"):
+    for service in ("postgres", "redis", "app", "worker", "scheduler"):
         [container] = stack.containers(service).values()
         assert container["State"]["Health"]["Status"] == "healthy", service
-    # The worker's own check ran, not the image's (the web server's port answers nothing there).
+    # Their own check ran, not the image's (the web server's port answers nothing there).
     [worker] = stack.containers("worker").values()
-    assert worker["Config"]["Healthcheck"]["Test"] == ["CMD", "python", "-m", "app.jobs", "check"]
+    [scheduler] = stack.containers("scheduler").values()
+    for container in (worker, scheduler):
+        assert container["Config"]["Healthcheck"]["Test"] == ["CMD", "python", "-m", "app.jobs", "check"]
     assert worker["Config"]["Cmd"] == ["python", "-m", "app.jobs"]
+    assert scheduler["Config"]["Cmd"] == ["python", "-m", "app.jobs", "scheduler"]
+    # The scheduler queued the scheduled job's next run; the worker left it to it.
+    assert "WORKER_SCHEDULES=false" in worker["Config"]["Env"]
+    deadline = time.monotonic() + 10
+    while SCHEDULED not in stack("logs", "scheduler").stdout:
+        assert time.monotonic() < deadline, stack("logs", "scheduler").stdout[-3000:]
+        time.sleep(0.5)
+    assert SCHEDULED not in stack("logs", "worker").stdout
     for service in ("proxy", "backup"):
         [container] = stack.containers(service).values()
         assert container["State"]["Running"], service
@@ -390,10 +404,16 @@ def test_a_release_migrates_first_then_replaces_the_app_and_fails_no_request(
         < log.index("Running upgrade 0002 -> 0003")
         < log.index("starting 1 new app container(s)")
         < log.index("starting 1 new worker container(s)")
+        < log.index("starting 1 new scheduler container(s)")
         < log.index("stopping the previous version")
     ), log
-    assert images_running(stack) == images_running(stack, "worker") == [f"my-service:{v2}"]
-    assert healthy(stack, "worker") == [True]
+    assert (
+        images_running(stack)
+        == images_running(stack, "worker")
+        == images_running(stack, "scheduler")
+        == [f"my-service:{v2}"]
+    )
+    assert healthy(stack, "worker") == healthy(stack, "scheduler") == [True]
     assert not before & released_containers(stack), "the previous containers are gone"
     assert stack.psql("SELECT version_num FROM alembic_version") == "0003"
     assert f"APP_VERSION={v2}\n" in (stack.project / ".env").read_text()
@@ -415,7 +435,12 @@ def test_a_release_whose_migration_fails_leaves_the_previous_version_serving(
     ), released.stderr
     assert failures(samples) == [], failures(samples)[:5]
     assert released_containers(stack) == before
-    assert images_running(stack) == images_running(stack, "worker") == [f"my-service:{v2}"]
+    assert (
+        images_running(stack)
+        == images_running(stack, "worker")
+        == images_running(stack, "scheduler")
+        == [f"my-service:{v2}"]
+    )
     assert stack.psql("SELECT version_num FROM alembic_version") == "0003"
     assert f"APP_VERSION={v2}\n" in (stack.project / ".env").read_text()
 
@@ -432,9 +457,9 @@ def test_a_release_whose_containers_stay_unhealthy_is_removed_and_the_previous_o
     assert "release: a new container is unhealthy" in released.stderr
     assert released.stderr.endswith("removing the new containers: the running version keeps serving\n")
     assert failures(samples) == [], failures(samples)[:5]
-    # The new worker containers went with the new app's.
+    # The new worker and scheduler containers went with the new app's.
     assert released_containers(stack) == before and images_running(stack) == serving
-    assert images_running(stack, "worker") == serving
+    assert images_running(stack, "worker") == images_running(stack, "scheduler") == serving
 
 
 @contextlib.contextmanager
@@ -451,14 +476,16 @@ def test_two_replicas_serve_behind_the_proxy_and_socketio_reaches_every_client(
 ) -> None:
     """Seed 003's `--scale app=2`, as the README's Scaling out does it: APP_REPLICAS and the
     WebSocket-only transport in .env, then a release of the running version; two workers
-    the same way (WORKER_REPLICAS)."""
+    the same way (WORKER_REPLICAS), and still one scheduler."""
     v2 = stack_images["v2"]
     stack.set_env(APP_REPLICAS="2", SOCKETIO_TRANSPORTS="websocket", WORKER_REPLICAS="2")
     released, samples = release_under_traffic(stack, v2)
     assert failures(samples) == [], failures(samples)[:5]
     assert "starting 2 new app container(s)" in released.stderr
     assert "starting 2 new worker container(s)" in released.stderr
+    assert "starting 1 new scheduler container(s)" in released.stderr
     assert healthy(stack, "worker") == [True, True]
+    assert healthy(stack, "scheduler") == [True]
     replicas = [c for c in stack.containers("app").values() if c["State"]["Running"]]
     assert len(replicas) == 2
     for container in replicas:
@@ -543,14 +570,18 @@ def test_a_backup_taken_under_writes_restores_every_row_into_a_dropped_database(
     kept.unlink()
     written = int(stack.psql("SELECT count(*) FROM pairs"))
 
+    [(scheduler, started)] = [(k, c["State"]["StartedAt"]) for k, c in stack.containers("scheduler").items()]
     stack.psql("DROP DATABASE app WITH (FORCE)", database="postgres")
     restored = stack.script("deploy/compose/restore", str(newest_dump(stack).relative_to(stack.project)))
 
     assert "the database app does not exist: creating it" in restored.stderr
-    assert "stopping the app, the worker and the backups" in restored.stderr
-    # The worker containers run again, healthy (`--wait`).
+    assert "stopping the app, the worker, the scheduler and the backups" in restored.stderr
+    # The worker containers run again, healthy (`--wait`); the scheduler's one was
+    # stopped and started again, not replaced.
     workers = healthy(stack, "worker")
     assert workers and all(workers)
+    [(again, restarted)] = [(k, c["State"]["StartedAt"]) for k, c in stack.containers("scheduler").items()]
+    assert again == scheduler and restarted != started and healthy(stack, "scheduler") == [True]
     assert stack.psql(items) == before
     pairs = int(stack.psql("SELECT count(*) FROM pairs"))
     assert 0 < pairs < written, (pairs, written)
@@ -590,6 +621,12 @@ def test_the_development_stack_starts_healthy_with_the_source_mounted(
         [worker] = dev.containers("worker").values()
         assert worker["State"]["Health"]["Status"] == "healthy"
         assert worker["Config"]["Cmd"][0] == "watchfiles"
+        # With no scheduler here, the worker queues the scheduled job itself.
+        assert "scheduler" not in dev("config", "--services").stdout.split()
+        deadline = time.monotonic() + 10
+        while SCHEDULED not in dev("logs", "worker").stdout:
+            assert time.monotonic() < deadline, dev("logs", "worker").stdout[-3000:]
+            time.sleep(0.5)
     finally:
         dev.down()
         docker("image", "rm", "my-service-dev", check=False)

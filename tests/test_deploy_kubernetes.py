@@ -3,9 +3,11 @@ rendered offline with helm-python-sdk; every manifest passes kubernetes-validate
 --strict and yamllint, the HTTPRoute and Gateway a schema of the Gateway API
 (tests/schemas), and the route attaches to a cluster's Gateway by the Gateway API's
 own rule. The migration Job runs with the chart's settings on a scratch database.
-With use_worker, the worker's Deployment, autoscaler and disruption budget pass the
-same validators, stay out of the web objects' selectors, and the worker runs from the
-chart's command and settings until it has done a job and stopped within its grace.
+With use_worker, the worker's Deployment, autoscaler and disruption budget and the
+scheduler's Deployment pass the same validators and stay out of each other's and the
+web objects' selectors; the worker runs from the chart's command and settings until it
+has done a job and stopped within its grace, and the scheduler beside it queues a
+scheduled job the worker runs.
 """
 
 from __future__ import annotations
@@ -61,16 +63,18 @@ def kubernetes_validate(*files: Path, check: bool = True) -> subprocess.Complete
     return run([BIN / "kubernetes-validate", "--strict", "-k", "1.30.0", *files], ROOT, check=check)
 
 
-def is_worker(manifest: dict[str, Any]) -> bool:
-    return manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "worker"
+def component(manifest: dict[str, Any]) -> str:
+    return manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
 
 
-def split_worker(manifests: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The release's objects by kind: the web's and the others, then the worker's."""
-    return (
-        by_kind([m for m in manifests if not is_worker(m)]),
-        by_kind([m for m in manifests if is_worker(m)]),
-    )
+def split_worker(
+    manifests: list[dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The release's objects by kind: the web's and the others, the worker's, the scheduler's."""
+    groups: dict[str, list[dict[str, Any]]] = {"": [], "worker": [], "scheduler": []}
+    for manifest in manifests:
+        groups[component(manifest) if component(manifest) in groups else ""].append(manifest)
+    return by_kind(groups[""]), by_kind(groups["worker"]), by_kind(groups["scheduler"])
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -143,6 +147,72 @@ def assert_worker_objects(kinds: dict[str, Any], worker: dict[str, Any]) -> None
     name = worker["Deployment"]["metadata"]["name"]
     assert name != kinds["Deployment"]["metadata"]["name"]
     assert {manifest["metadata"]["name"] for manifest in worker.values()} == {name}
+    # The scheduler's Deployment queues the scheduled jobs; the workers only run them.
+    assert env["WORKER_SCHEDULES"] == "false"
+
+
+def assert_scheduler_objects(
+    kinds: dict[str, Any], worker: dict[str, Any], scheduler: dict[str, Any]
+) -> None:
+    """The scheduler's one Deployment beside the worker's: one pod of the worker's image,
+    settings and security running the scheduler command, labels neither the web's nor
+    the worker's selectors match (and selectors of its own that match neither's pods),
+    probes on the worker's health port, and no autoscaler or disruption budget."""
+    assert set(scheduler) == {"Deployment"}
+    deployment = scheduler["Deployment"]
+    worker_pod = worker["Deployment"]["spec"]["template"]
+    pod = deployment["spec"]["template"]
+    [worker_container] = worker_pod["spec"]["containers"]
+    [container] = pod["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "app.jobs", "scheduler"]
+    for key in ("image", "imagePullPolicy", "envFrom", "securityContext", "volumeMounts"):
+        assert container[key] == worker_container[key], key
+    for key in ("serviceAccountName", "automountServiceAccountToken", "securityContext", "volumes"):
+        assert pod["spec"].get(key) == worker_pod["spec"].get(key), key
+    assert pod["metadata"]["annotations"] == worker_pod["metadata"]["annotations"]
+    assert "helm.sh/hook" not in deployment["metadata"].get("annotations", {})
+    assert deployment["spec"]["replicas"] == 1
+    # Two schedulers side by side during the rollout queue each run once: no Recreate gap.
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+    labels = pod["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "scheduler"
+    assert (
+        labels["app.kubernetes.io/instance"] == worker_pod["metadata"]["labels"]["app.kubernetes.io/instance"]
+    )
+    others = {"web": kinds["Deployment"]["spec"]["template"], "worker": worker_pod}
+    other_selectors = [
+        kinds["Service"]["spec"]["selector"],
+        kinds["Deployment"]["spec"]["selector"]["matchLabels"],
+        kinds["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+        worker["Deployment"]["spec"]["selector"]["matchLabels"],
+        worker["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+        *[
+            c["labelSelector"]["matchLabels"]
+            for other in others.values()
+            for c in other["spec"].get("topologySpreadConstraints", [])
+        ],
+    ]
+    assert not any(selects(selector, labels) for selector in other_selectors)
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selects(selector, labels)
+    assert not any(selects(selector, other["metadata"]["labels"]) for other in others.values())
+
+    env = container_env(container)
+    assert env["WORKER_HEALTH_PORT"] == container_env(worker_container)["WORKER_HEALTH_PORT"]
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+        assert named_port(container, container[probe]["httpGet"]["port"]) == int(env["WORKER_HEALTH_PORT"])
+    assert "readinessProbe" not in container
+    # It runs no jobs: a short grace, and small resources.
+    assert pod["spec"]["terminationGracePeriodSeconds"] <= worker_pod["spec"]["terminationGracePeriodSeconds"]
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+    names = {
+        deployment["metadata"]["name"],
+        worker["Deployment"]["metadata"]["name"],
+        kinds["Deployment"]["metadata"]["name"],
+    }
+    assert len(names) == 3
 
 
 @pytest.mark.parametrize("answers", KUBERNETES)
@@ -165,15 +235,16 @@ def test_helm_chart_lints_and_renders_valid_manifests(
     files = sorted((tmp_path / "manifests").glob("*.yaml"))
     yamllint(*files)
     result = kubernetes_validate(*files)
-    kinds, worker = split_worker(manifests)
+    kinds, worker, scheduler = split_worker(manifests)
     validate(kinds["HTTPRoute"], "gateway-httproute")
 
     # kubernetes-validate has no schema for HTTPRoute (checked above); it checked every other object.
     assert result.stdout.count("passed for resource") == len(manifests) - 1
     if with_worker:
         assert_worker_objects(kinds, worker)
+        assert_scheduler_objects(kinds, worker, scheduler)
     else:
-        assert worker == {}
+        assert worker == scheduler == {}
         assert "app.jobs" not in "".join(path.read_text() for path in files)
     assert set(kinds) == {
         "ConfigMap", "Secret", "ServiceAccount", "Service", "Deployment", "HTTPRoute",
@@ -396,7 +467,7 @@ def test_the_workers_options_render_valid_manifests(bakery: Any, tmp_path: Path)
     kubernetes_validate(*files)
     yamllint(*files)
 
-    kinds, worker = split_worker(manifests)
+    kinds, worker, scheduler = split_worker(manifests)
     assert set(worker) == {"Deployment"}
     assert {"HorizontalPodAutoscaler", "PodDisruptionBudget"} <= set(kinds)  # the web's, untouched
     deployment = worker["Deployment"]
@@ -409,6 +480,14 @@ def test_the_workers_options_render_valid_manifests(bakery: Any, tmp_path: Path)
     assert named_port(container, container["livenessProbe"]["httpGet"]["port"]) == 9101
     assert container_env(container)["WORKER_SHUTDOWN_GRACE_SECONDS"] == "50"
     assert pod["terminationGracePeriodSeconds"] == 60
+    # The scheduler: the same pull secrets, Secret and health port, still one pod.
+    scheduler_pod = scheduler["Deployment"]["spec"]["template"]["spec"]
+    [scheduler_container] = scheduler_pod["containers"]
+    assert scheduler["Deployment"]["spec"]["replicas"] == 1
+    assert scheduler_pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert {"secretRef": {"name": "managed-elsewhere"}} in scheduler_container["envFrom"]
+    assert container_env(scheduler_container)["WORKER_HEALTH_PORT"] == "9101"
+    assert named_port(scheduler_container, scheduler_container["livenessProbe"]["httpGet"]["port"]) == 9101
 
     # Killed first, the worker could not queue its cancelled jobs again: they would wait for a sweep.
     for grace in (60, 61):
@@ -439,21 +518,26 @@ def test_the_workers_commands_in_the_notes_and_readme_name_its_pods(bakery: Any)
         for doc in yaml.safe_load_all(text)
         if doc
     ]
-    kinds, worker = split_worker(manifests)
-    worker_pods = worker["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    web_pods = kinds["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    kinds, worker, scheduler = split_worker(manifests)
+    pods = {
+        "web": kinds["Deployment"]["spec"]["template"]["metadata"]["labels"],
+        "worker": worker["Deployment"]["spec"]["template"]["metadata"]["labels"],
+        "scheduler": scheduler["Deployment"]["spec"]["template"]["metadata"]["labels"],
+    }
     name = worker["Deployment"]["metadata"]["name"]
     notes = rendered[f"{SLUG}/templates/NOTES.txt"]
     readme = (project / "README.md").read_text()
 
     for text in (notes, readme):
         commands = [line.strip() for line in text.splitlines() if line.strip().startswith("kubectl ")]
-        logs = [line for line in commands if " logs " in line and "worker" in line]
-        assert logs, text
-        for line in logs:
-            selector = selector_in(line)
-            assert selects(selector, worker_pods) and not selects(selector, web_pods), line
-        assert f"deployment/{name}" in text
+        for wanted in ("worker", "scheduler"):
+            logs = [line for line in commands if " logs " in line and wanted in line]
+            assert logs, (wanted, text)
+            for line in logs:
+                selector = selector_in(line)
+                assert [pod for pod, labels in pods.items() if selects(selector, labels)] == [wanted], line
+        for deployment in (worker, scheduler):
+            assert f"rollout status deployment/{deployment['Deployment']['metadata']['name']}" in text
     assert f"kubectl --namespace {SLUG} scale deployment/{name} --replicas" in readme
 
 
@@ -463,8 +547,10 @@ def test_nothing_of_the_worker_is_generated_without_it(bakery: Any) -> None:
     chart_dir = project / "deploy" / "helm" / SLUG
 
     assert not (chart_dir / "templates" / "worker.yaml").exists()
-    assert "worker" not in yaml.safe_load((chart_dir / "values.yaml").read_text())
-    words = ["worker", *FEATURE_WORDS["use_worker"]]
+    assert not (chart_dir / "templates" / "scheduler.yaml").exists()
+    values = yaml.safe_load((chart_dir / "values.yaml").read_text())
+    assert "worker" not in values and "scheduler" not in values
+    words = ["worker", "scheduler", *FEATURE_WORDS["use_worker"]]
     texts = {path: path.read_text().lower() for path in chart_dir.rglob("*") if path.is_file()}
     texts[Path("README: Kubernetes")] = render_doc("deploy-kubernetes.md", deploy_target="kubernetes").lower()
     assert [(path.name, word) for path, text in texts.items() for word in words if word in text] == []
@@ -501,58 +587,91 @@ with Redis.from_url(sys.argv[1]) as redis:
 
 
 @pytest.mark.xdist_group(WORKER_GROUP)
-def test_the_worker_runs_as_kubelet_starts_it_and_stops_within_its_grace(
+def test_the_worker_and_the_scheduler_run_as_kubelet_starts_them_and_stop_within_their_grace(
     bakery: Any, venv: Path, services: dict[str, str], empty_database: str, tmp_path: Path
 ) -> None:
-    """The worker container's command and environment (ConfigMap, Secret, then its own env)
-    run in the image's WORKDIR after the migration Job, as a release orders them: its
-    probes answer on both address families, it takes a job from Redis and does it on the
-    database, and SIGTERM stops it within terminationGracePeriodSeconds."""
+    """The worker's and the scheduler's container commands and environments (ConfigMap,
+    Secret, then each container's own env) run in the image's WORKDIR after the migration
+    Job, as a release orders them: their probes answer on both address families, the
+    worker takes a job from Redis and does it on the database, a scheduled run the
+    scheduler queues is done by the worker (which queues none: WORKER_SCHEDULES is false),
+    and SIGTERM stops each within its terminationGracePeriodSeconds."""
     project = bakery(**WORKER)
-    health_port = free_port()
+    ports = {"worker": free_port(), "scheduler": free_port()}
+    while ports["scheduler"] == ports["worker"]:
+        ports["scheduler"] = free_port()
     prefix = f"k8s-worker-{secrets.token_hex(4)}:"
     urls = secret_values(WORKER, database_url=empty_database) | {"REDIS_URL": services["REDIS_URL"]}
     values = chart_values(**urls) | {
-        "worker": {"healthPort": health_port},
         # A queue of its own on the shared Redis: no other test's jobs reach this worker.
-        "config": {"CACHE_KEY_PREFIX": prefix},
+        # The scheduled job every second, so that a scheduled run comes at once.
+        "config": {"CACHE_KEY_PREFIX": prefix, "JOBS_CLEANUP_CRON": "* * * * * *"},
     }
-    kinds, worker = split_worker(render_chart(project, values))
+    # Each pod has a network of its own; on one host, each process gets a port of its own.
+    releases = {
+        name: split_worker(render_chart(project, values | {"worker": {"healthPort": port}}))
+        for name, port in ports.items()
+    }
+    kinds = releases["worker"][0]
+    pods = {
+        "worker": releases["worker"][1]["Deployment"]["spec"]["template"]["spec"],
+        "scheduler": releases["scheduler"][2]["Deployment"]["spec"]["template"]["spec"],
+    }
     settings = chart_settings(kinds)
     job = kinds["Job"]["spec"]["template"]["spec"]["containers"][0]
     run(image_command(job["command"], project), project, venv_env(venv, **settings))
 
-    pod = worker["Deployment"]["spec"]["template"]["spec"]
-    [container] = pod["containers"]
-    env = venv_env(venv, **settings, **container_env(container))
-    log = tmp_path / "worker.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            image_command(container["command"], project),
-            cwd=project,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    logs = {name: tmp_path / f"{name}.log" for name in pods}
+    envs: dict[str, dict[str, str]] = {}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    codes: dict[str, int] = {}
     try:
-        for probe in ("startupProbe", "livenessProbe"):
-            get = container[probe]["httpGet"]
-            port = named_port(container, get["port"])
-            for host in ("127.0.0.1", "[::1]"):
-                try:
-                    wait_until_serving(f"http://{host}:{port}{get['path']}", process)
-                except AssertionError as error:
-                    raise AssertionError(f"{error}\n{log.read_text()[-4000:]}") from None
-        done = run([venv / "bin" / "python", "-c", ENQUEUE], project, env)
+        for name, pod in pods.items():
+            [container] = pod["containers"]
+            envs[name] = venv_env(venv, **settings, **container_env(container))
+            with logs[name].open("wb") as output:
+                processes[name] = subprocess.Popen(
+                    image_command(container["command"], project),
+                    cwd=project,
+                    env=envs[name],
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+        for name, pod in pods.items():
+            [container] = pod["containers"]
+            for probe in ("startupProbe", "livenessProbe"):
+                get = container[probe]["httpGet"]
+                port = named_port(container, get["port"])
+                assert port == ports[name]
+                for host in ("127.0.0.1", "[::1]"):
+                    try:
+                        wait_until_serving(f"http://{host}:{port}{get['path']}", processes[name])
+                    except AssertionError as error:
+                        raise AssertionError(f"{name}: {error}\n{logs[name].read_text()[-4000:]}") from None
+        done = run([venv / "bin" / "python", "-c", ENQUEUE], project, envs["worker"])
         assert done.stdout.split() == ["complete", "0"], done.stdout
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=pod["terminationGracePeriodSeconds"])
+        # A scheduled run is logged with its time; the one enqueued above, with "now".
+        scheduled = re.compile(r"nightly_cleanup for \d+")
+        deadline = time.monotonic() + 15
+        while not scheduled.search(logs["worker"].read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert scheduled.search(logs["worker"].read_text()), logs["worker"].read_text()[-4000:]
+        assert "nightly_cleanup for" not in logs["scheduler"].read_text()
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        for name, process in processes.items():
+            grace = pods[name]["terminationGracePeriodSeconds"]
+            codes[name] = process.wait(timeout=max(0.0, stopping + grace - time.monotonic()))
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         run([venv / "bin" / "python", "-c", FORGET, services["REDIS_URL"], prefix], project)
-    assert code == 0, log.read_text()[-4000:]
+    assert codes == {"worker": 0, "scheduler": 0}, {
+        name: log.read_text()[-4000:] for name, log in logs.items()
+    }
 
 
 @pytest.mark.xdist_group(GROUP)

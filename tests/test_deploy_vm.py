@@ -4,9 +4,9 @@ and gunicorn.conf.py.
 Every file goes through a real validator offline (systemd-analyze verify and
 security, nginx -t and gixy, supervisor's own config loader, gunicorn
 --check-config, shellcheck, and the project's own linters for gunicorn.conf.py).
-The units' commands migrate a scratch database, serve and run the background-job
-worker, and install.sh installs, updates and rolls back in a mount namespace with
-recorded stand-ins for systemctl and its friends.
+The units' commands migrate a scratch database, serve, and run the background-job
+worker and scheduler; install.sh installs, updates and rolls back in a mount
+namespace with recorded stand-ins for systemctl and its friends.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -55,6 +56,7 @@ VM = [
     param("socketio-without-redis", deploy_target="vm", use_redis=False),
 ]
 WORKER_UNIT = f"{SLUG}-worker.service"
+SCHEDULER_UNIT = f"{SLUG}-scheduler.service"
 # What the web unit sets for its own process; everything else the worker's unit must repeat.
 WEB_ONLY = (
     "Type",
@@ -73,7 +75,7 @@ def units(project: Path) -> list[str]:
     if (project / "deploy" / "vm" / "systemd" / f"{SLUG}-migrate.service").exists():
         names += [f"{SLUG}-migrate.service", f"{SLUG}-backup.service", f"{SLUG}-backup.timer"]
     if (project / "deploy" / "vm" / "systemd" / WORKER_UNIT).exists():
-        names.append(WORKER_UNIT)
+        names += [WORKER_UNIT, SCHEDULER_UNIT]
     return names
 
 
@@ -169,20 +171,23 @@ def supervisor_groups(project: Path) -> dict[str, list[Any]]:
         options.name_to_uid = original
     groups = server.process_group_configs
     with_worker = (project / "deploy" / "vm" / "systemd" / WORKER_UNIT).exists()
-    assert [group.name for group in groups] == [SLUG] + ([f"{SLUG}-worker"] if with_worker else [])
+    jobs = [f"{SLUG}-worker", f"{SLUG}-scheduler"]
+    assert sorted(group.name for group in groups) == sorted([SLUG] + (jobs if with_worker else []))
     return {group.name: list(group.process_configs) for group in groups}
 
 
-def worker_ports(project: Path) -> dict[str, list[int]]:
-    """Where each VM file expects the worker's health check: its unit, supervisor, install.sh."""
+def health_ports(project: Path, process: str) -> dict[str, list[int]]:
+    """Where each VM file expects the health check of `process` ("worker" or "scheduler"):
+    its unit, its supervisor program, install.sh."""
     vm = project / "deploy" / "vm"
-    install = re.search(r"^WORKER_PORT=(\d+)$", (vm / "install.sh").read_text(), re.MULTILINE)
-    assert install
+    install = re.search(rf"^{process.upper()}_PORT=(\d+)$", (vm / "install.sh").read_text(), re.MULTILINE)
+    assert install, process
+    unit = unit_settings(vm / "systemd" / f"{SLUG}-{process}.service")
     return {
-        "unit": [int(unit_environment(unit_settings(vm / "systemd" / WORKER_UNIT))["WORKER_HEALTH_PORT"])],
+        "unit": [int(unit_environment(unit)["WORKER_HEALTH_PORT"])],
         "supervisor": [
-            int(process.environment["WORKER_HEALTH_PORT"])
-            for process in supervisor_groups(project)[f"{SLUG}-worker"]
+            int(program.environment["WORKER_HEALTH_PORT"])
+            for program in supervisor_groups(project)[f"{SLUG}-{process}"]
         ],
         "install.sh": [int(install.group(1))],
     }
@@ -235,15 +240,43 @@ def test_vm_files_pass_their_validators(
         assert "redis-server.service" in after
         assert (f"{SLUG}-migrate.service" in after) == answers.get("use_postgres", True)
         assert unit_section(vm / "systemd" / WORKER_UNIT, "[Install]") == {"WantedBy": "multi-user.target"}
-        # One port for its health check everywhere, none of the servers'.
-        found = worker_ports(project)
-        assert found["unit"] == found["supervisor"] == found["install.sh"], found
-        assert not set(found["unit"]) & set(vm_ports(project)["install.sh"])
+        # It leaves the scheduled jobs to the scheduler.
+        assert unit_environment(worker)["WORKER_SCHEDULES"] == "false"
+
+        # The scheduler: the worker's unit but for its command, its health check's port and
+        # WORKER_SCHEDULES, which only workers read.
+        scheduler = unit_settings(vm / "systemd" / SCHEDULER_UNIT)
+        own = ("ExecStart", "Environment")
+        assert {key: values for key, values in scheduler.items() if key not in own} == {
+            key: values for key, values in worker.items() if key not in own
+        }
+        assert scheduler["ExecStart"] == [f"{worker['ExecStart'][0]} scheduler"]
+        expected = unit_environment(worker) | {"WORKER_HEALTH_PORT": ANY}
+        del expected["WORKER_SCHEDULES"]
+        assert unit_environment(scheduler) == expected
+        for section in ("[Unit]", "[Install]"):
+            worker_section, scheduler_section = (
+                {
+                    key: value
+                    for key, value in unit_section(vm / "systemd" / name, section).items()
+                    if key != "Description"
+                }
+                for name in (WORKER_UNIT, SCHEDULER_UNIT)
+            )
+            assert scheduler_section == worker_section, section
+
+        # One port for each health check everywhere, the two apart and clear of the servers'.
+        found = {process: health_ports(project, process) for process in ("worker", "scheduler")}
+        for ports in found.values():
+            assert ports["unit"] == ports["supervisor"] == ports["install.sh"], found
+        taken = [*vm_ports(project)["install.sh"], *found["worker"]["unit"], *found["scheduler"]["unit"]]
+        assert len(set(taken)) == len(taken), found
     else:
-        # Nothing of it where it was not asked for.
+        # Nothing of them where they were not asked for.
         for path in vm.rglob("*"):
             if path.is_file():
-                assert "app.jobs" not in path.read_text() and "worker.service" not in path.read_text(), path
+                words = ("app.jobs", "worker.service", "scheduler")
+                assert not [word for word in words if word in path.read_text()], path
 
     # nginx: the site inside a minimal nginx.conf, as sites-enabled would include it.
     nginx.check(vm / "nginx" / f"{SLUG}.conf", tmp_path / "nginx")
@@ -316,40 +349,77 @@ def test_nginx_checks_fail_on_a_broken_site(bakery: Any, tmp_path: Path) -> None
 
 
 @pytest.mark.xdist_group(WORKER_GROUP)
-def test_vm_worker_runs_with_its_units_command(
+def test_vm_worker_and_scheduler_run_with_their_units_commands(
     bakery: Any, venv: Path, services: dict[str, str], tmp_path: Path
 ) -> None:
     project = bakery(**WORKER_ANSWERS)
-    unit = unit_settings(project / "deploy" / "vm" / "systemd" / WORKER_UNIT)
-    [exec_start] = unit["ExecStart"]
-    [program] = supervisor_groups(project)[f"{SLUG}-worker"]
-    # supervisor runs the very command systemd runs, from the same directory, with the same address.
-    assert (program.command, program.directory) == (exec_start, f"/opt/{SLUG}/current")
-    assert program.environment == unit_environment(unit)
-    assert program.stopwaitsecs == int(unit["TimeoutStopSec"][0])
+    systemd = project / "deploy" / "vm" / "systemd"
+    process_units = {
+        process: unit_settings(systemd / f"{SLUG}-{process}.service") for process in ("worker", "scheduler")
+    }
+    programs = supervisor_groups(project)
+    for process, unit in process_units.items():
+        [exec_start] = unit["ExecStart"]
+        [program] = programs[f"{SLUG}-{process}"]
+        # supervisor runs the very command systemd runs, from the same directory, with the same settings.
+        assert (program.command, program.directory) == (exec_start, f"/opt/{SLUG}/current"), process
+        assert program.environment == unit_environment(unit), process
+        assert program.stopwaitsecs == int(unit["TimeoutStopSec"][0]), process
 
-    env = unit_environment(unit)
-    # Another port here: tests run side by side on this machine. Its own queue, for the same reason.
-    port = free_port()
-    env |= {"WORKER_HEALTH_PORT": str(port), "CACHE_KEY_PREFIX": f"vm-test-{port}:"}
-    env |= {"ENVIRONMENT": "production", "SECRET_KEY": secret(), "REDIS_URL": services["REDIS_URL"]}
+    # The settings file both read; a run every second, so that the scheduler queues one at once.
+    # Its own queue: tests run side by side on this machine.
+    settings = {"ENVIRONMENT": "production", "SECRET_KEY": secret(), "REDIS_URL": services["REDIS_URL"]}
+    settings |= {"CACHE_KEY_PREFIX": f"vm-test-{free_port()}:", "JOBS_CLEANUP_CRON": "* * * * * *"}
     python = venv / "bin" / "python"
-    with fresh_database(venv, project, services) as database:
-        env["DATABASE_URL"] = database
-        command = shlex.split(on_this_machine(exec_start, project, venv))
-        log = tmp_path / "worker.log"
-        with serving(command, project, clean_env(**env), f"http://127.0.0.1:{port}/health", log) as worker:
+    with fresh_database(venv, project, services) as database, contextlib.ExitStack() as stack:
+        settings["DATABASE_URL"] = database
+        # Migrated first, as the units' ordering has it on the VM.
+        migrate = unit_settings(systemd / f"{SLUG}-migrate.service")
+        path = unit_environment(migrate)["PATH"]
+        migrate_env = clean_env(**settings, PATH=on_this_machine(path, project, venv))
+        run(shlex.split(on_this_machine(migrate["ExecStart"][0], project, venv)), project, migrate_env)
+        started: dict[str, subprocess.Popen[bytes]] = {}
+        envs: dict[str, dict[str, str]] = {}
+        for process, unit in process_units.items():
+            # Another port for each here, for the same reason.
+            port = free_port()
+            envs[process] = clean_env(**settings | unit_environment(unit) | {"WORKER_HEALTH_PORT": str(port)})
+            command = shlex.split(on_this_machine(unit["ExecStart"][0], project, venv))
+            health = f"http://127.0.0.1:{port}/health"
+            started[process] = stack.enter_context(
+                serving(command, project, envs[process], health, tmp_path / f"{process}.log")
+            )
             # The check the README gives, with the same settings; the health check on loopback only.
-            run([python, "-m", "app.jobs", "check"], project, clean_env(**env))
+            run([python, "-m", "app.jobs", "check"], project, envs[process])
             with pytest.raises(httpx.ConnectError):
                 httpx.get(f"http://[::1]:{port}/health", timeout=5)
-            # An idle worker stops well within the unit's stop timeout.
-            started = time.monotonic()
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=int(unit["TimeoutStopSec"][0]))
-            assert time.monotonic() - started < default_grace_seconds(project)
-        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-        assert any(line["message"].startswith("Worker starting") for line in lines), log.read_text()
+
+        # The worker, which schedules nothing itself, runs what the scheduler queues.
+        deadline = time.monotonic() + 10
+        while "nightly_cleanup for " not in (tmp_path / "worker.log").read_text():
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+            time.sleep(0.2)
+
+        # Idle, each stops well within its unit's stop timeout.
+        for process in ("scheduler", "worker"):
+            begun = time.monotonic()
+            started[process].send_signal(signal.SIGTERM)
+            started[process].wait(timeout=int(process_units[process]["TimeoutStopSec"][0]))
+            assert time.monotonic() - begun < default_grace_seconds(project), process
+
+    logs = {process: (tmp_path / f"{process}.log").read_text() for process in process_units}
+    messages = {
+        process: [json.loads(line)["message"] for line in log.splitlines() if line.startswith("{")]
+        for process, log in logs.items()
+    }
+    for process, starting in (("worker", "Worker starting"), ("scheduler", "Scheduler starting")):
+        assert any(message.startswith(starting) for message in messages[process]), logs[process]
+    # The scheduler queued the runs and ran none; the worker queued none.
+    queued = "Enqueuing Job<function: nightly_cleanup"
+    assert any(message.startswith(queued) for message in messages["scheduler"]), logs["scheduler"]
+    assert not any(message.startswith(queued) for message in messages["worker"]), logs["worker"]
+    assert not any(message.startswith("Processing") for message in messages["scheduler"]), logs["scheduler"]
+    assert not any(message.startswith("Error processing") for message in messages["worker"]), logs["worker"]
 
 
 @pytest.mark.parametrize(
@@ -633,40 +703,60 @@ def test_vm_install_script_with_supervisor(bakery: Any, venv: Path, tmp_path: Pa
 
 
 @pytest.mark.xdist_group(WORKER_GROUP)
-def test_vm_install_script_restarts_the_worker(bakery: Any, venv: Path, tmp_path: Path) -> None:
+def test_vm_install_script_restarts_the_worker_and_the_scheduler(
+    bakery: Any, venv: Path, tmp_path: Path
+) -> None:
     project = shutil.copytree(bakery(**WORKER_ANSWERS), tmp_path / SLUG)
     install = Installer(project, venv, tmp_path)
     install(expect=1)
     settings = (install.root / "etc" / SLUG / f"{SLUG}.env").read_text()
-    # Its health check's address stays in its unit, where the file cannot move it onto a server's port.
-    assert "# WORKER_CONCURRENCY=10" in settings and "WORKER_HEALTH" not in settings
+    # Their health checks' addresses and the worker's WORKER_SCHEDULES stay in their units: the
+    # file's settings would win over them.
+    assert "# WORKER_CONCURRENCY=10" in settings
+    assert not re.search(r"^#? ?WORKER_(HEALTH|SCHEDULES)", settings, re.MULTILINE), settings
     restart_worker = f"systemctl restart {SLUG}-worker.service"
+    restart_scheduler = f"systemctl restart {SLUG}-scheduler.service"
     servers = [f"systemctl restart {SLUG}@8000.service", f"systemctl restart {SLUG}@8001.service"]
 
-    # After the migrations, the worker before the servers, waited for on its health check.
+    # After the migrations, the worker, then the scheduler, then the servers, each waited for on
+    # its health check.
     installed = install()
     calls = install.calls
-    unit = install.root / "etc" / "systemd" / "system" / WORKER_UNIT
-    assert unit.read_text() == (project / "deploy" / "vm" / "systemd" / WORKER_UNIT).read_text()
+    for name in (WORKER_UNIT, SCHEDULER_UNIT):
+        unit = install.root / "etc" / "systemd" / "system" / name
+        assert unit.read_text() == (project / "deploy" / "vm" / "systemd" / name).read_text()
     migrate = calls.index(f"systemctl start {SLUG}-migrate.service")
     assert calls.index("systemctl daemon-reload") < migrate < calls.index(restart_worker)
     assert calls.index(f"systemctl enable --quiet {SLUG}-worker.service") < calls.index(restart_worker)
-    assert calls.index(restart_worker) < calls.index("python - 8100") < calls.index(servers[0])
+    assert calls.index(f"systemctl enable --quiet {SLUG}-scheduler.service") < calls.index(restart_scheduler)
+    order = [restart_worker, "python - 8100", restart_scheduler, "python - 8101", servers[0]]
+    assert [calls.index(call) for call in order] == sorted(calls.index(call) for call in order), calls
     assert "==> worker running, its health check on 127.0.0.1:8100" in installed.stdout
+    assert "==> scheduler running, its health check on 127.0.0.1:8101" in installed.stdout
 
-    # A rollback runs the previous release's code in the worker too.
+    # A rollback runs the previous release's code in the worker and the scheduler too.
     install()
     install("--rollback")
-    assert [call for call in install.calls if "restart" in call] == [restart_worker, *servers]
+    assert [call for call in install.calls if "restart" in call] == [
+        restart_worker,
+        restart_scheduler,
+        *servers,
+    ]
 
-    # Under supervisor: its program next to the servers', restarted first the same way.
+    # Under supervisor: their programs next to the servers', restarted first the same way.
     supervised = Installer(project, venv, tmp_path / "supervisor")
     supervised("--supervisor", expect=1)
     supervised("--supervisor")
     program = (supervised.root / "etc" / "supervisor" / "conf.d" / f"{SLUG}.conf").read_text()
-    assert f"[program:{SLUG}-worker]" in program
+    assert f"[program:{SLUG}-worker]" in program and f"[program:{SLUG}-scheduler]" in program
     calls = supervised.calls
-    assert f"supervisorctl update {SLUG} {SLUG}-worker" in calls
-    assert calls.index(f"supervisorctl restart {SLUG}-worker:*") < calls.index("python - 8100")
-    assert calls.index("python - 8100") < calls.index(f"supervisorctl restart {SLUG}:*")
+    assert f"supervisorctl update {SLUG} {SLUG}-worker {SLUG}-scheduler" in calls
+    order = [
+        f"supervisorctl restart {SLUG}-worker:*",
+        "python - 8100",
+        f"supervisorctl restart {SLUG}-scheduler:*",
+        "python - 8101",
+        f"supervisorctl restart {SLUG}:*",
+    ]
+    assert [calls.index(call) for call in order] == sorted(calls.index(call) for call in order), calls
     assert not [call for call in calls if call.startswith("systemctl") and "nginx" not in call]

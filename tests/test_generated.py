@@ -4,11 +4,11 @@ passes its own tests.
 Every combination is baked, checked for template syntax and for traces of the
 features it removed, and linted with ruff: that is cheap. Type checks (mypy,
 deptry) and the generated tests run on a covering set: all on, all off, each
-switch off alone, and enough more that every pair of switch values occurs
-together (FULL_MATRIX=1 runs them on every combination), plus each other
-Python version. The generated tests run on the real PostgreSQL and Redis, and,
-for all on, each switch off alone and the other Python versions, also on the
-embedded defaults.
+switch changed alone from the default answers, and enough more that every pair
+of switch values occurs together (FULL_MATRIX=1 runs them on every
+combination), plus each other Python version. The generated tests run on the
+real PostgreSQL and Redis, and, for all on, each single change and the other
+Python versions, also on the embedded defaults.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from toolkit.bakery import CACHE_DIR, bake, leftover_jinja, superset_dependencie
 from toolkit.features import (
     ALL_OFF,
     ALL_ON,
+    DEFAULTS,
     FEATURES,
     PYTHONS,
     combination_name,
@@ -34,9 +35,13 @@ from toolkit.features import (
 from toolkit.processes import clean_env, run
 
 EVERY = every_combination()
-SINGLE_OFF = [row for row in ({**ALL_ON, feature: False} for feature in FEATURES) if refusal(**row) is None]
+SINGLE_CHANGE = [
+    row
+    for row in ({**DEFAULTS, feature: not DEFAULTS[feature]} for feature in FEATURES)
+    if refusal(**row) is None and row != ALL_ON
+]
 FULL_MATRIX = bool(os.environ.get("FULL_MATRIX"))
-COVERING = EVERY if FULL_MATRIX else pairwise_cover([ALL_ON, ALL_OFF, *SINGLE_OFF], EVERY)
+COVERING = EVERY if FULL_MATRIX else pairwise_cover([ALL_ON, ALL_OFF, DEFAULTS, *SINGLE_CHANGE], EVERY)
 
 
 class Variant:
@@ -51,9 +56,8 @@ class Variant:
         return venv_for(version, superset_dependencies()) if version else default
 
 
-VARIANTS = [
-    Variant(combination_name(row), row, embedded=row == ALL_ON or row in SINGLE_OFF) for row in COVERING
-]
+EMBEDDED = [ALL_ON, DEFAULTS, *SINGLE_CHANGE]
+VARIANTS = [Variant(combination_name(row), row, embedded=row in EMBEDDED) for row in COVERING]
 VARIANTS += [
     Variant(f"python-{version}", {"python_version": version}, embedded=True) for version in PYTHONS[1:]
 ]

@@ -14,7 +14,9 @@ tmpfs /tmp, as non-root; Docker's HEALTHCHECK must pass, readiness answer 200,
 and SIGTERM stop the server cleanly within the target's grace period while a
 Socket.IO client is connected (and, on Cloud Run's 10 s, while a request is
 still open). The background worker (use_worker) runs from its project's image
-as compose.prod.yaml starts it: its own health check, a job, a clean stop.
+as compose.prod.yaml starts it: its own health check, a job, a clean stop; then
+the scheduler the same way: healthy, it queues the scheduled job the worker no
+longer queues, and stops at once.
 
 Not covered: the platforms' own builders and runtimes (Cloud Build, Railway's,
 Fly's and Render's builders, Cloud Run, Kubernetes), which cannot run here.
@@ -566,15 +568,21 @@ asyncio.run(main())
 """
 
 
+# SAQ's line when a process queues the next run of the scheduled task.
+SCHEDULED = "Enqueuing Job<function: nightly_cleanup"
+
+
 def compose_process(service: dict[str, Any], database: str, redis: str) -> Process:
     """A compose.prod.yaml service as `docker run` arguments: its command, its environment on
-    the machine's PostgreSQL and Redis, init, memory limit and health check."""
+    the machine's PostgreSQL and Redis, init, CPU and memory limits and health check."""
     env = {key: value for key, value in service["environment"].items() if value is not None}
     env |= {"DATABASE_URL": platform_url(database, "postgresql"), "REDIS_URL": redis}
     flags = ["--init"] if service.get("init") else []
     limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
     if "memory" in limits:
         flags += ["--memory", str(limits["memory"])]
+    if "cpus" in limits:
+        flags += ["--cpus", str(limits["cpus"])]
     if "healthcheck" in service:
         test = service["healthcheck"]["test"]
         assert test[0] == "CMD", test
@@ -593,18 +601,23 @@ def test_the_worker_container_runs_as_compose_runs_it(
     tmp_path: Path,
 ) -> None:
     """Its own health check passes (the image's asks the web server's port), it runs a job
-    queued in Redis, and SIGTERM stops it cleanly well within its stop_grace_period."""
+    queued in Redis, and SIGTERM stops it cleanly well within its stop_grace_period. The
+    scheduler then starts as compose starts it (the same port) and queues the scheduled job
+    the worker left to it, running none, and stops as promptly."""
     answers = {"deploy_target": "docker-compose", "use_worker": True}
     project = bakery(**answers)
     image = images.variant_image(docker, project, "worker")
     config = compose(project, "compose.prod.yaml", prod_env(answers), tmp_path)["services"]
     grace = duration(config["worker"]["stop_grace_period"])
+    scheduler_grace = duration(config["scheduler"]["stop_grace_period"])
+    # A queue of its own: other tests' workers may share this Redis.
+    prefix = f"image-worker-{uuid.uuid4().hex[:8]}:"
     with fresh_database(venv, project, services) as database:
         migrate = compose_process(config["migrate"], database, services["REDIS_URL"])
         worker = compose_process(config["worker"], database, services["REDIS_URL"])
-        # A queue of its own: other tests' workers may share this Redis.
-        worker.env["CACHE_KEY_PREFIX"] = f"image-worker-{uuid.uuid4().hex[:8]}:"
-        # Compose starts it once the migrations are done.
+        scheduler = compose_process(config["scheduler"], database, services["REDIS_URL"])
+        worker.env["CACHE_KEY_PREFIX"] = scheduler.env["CACHE_KEY_PREFIX"] = prefix
+        # Compose starts them once the migrations are done.
         docker("run", "--rm", *run_argv(image, migrate), timeout=180)
         with port_of_our_own(int(worker.env.get("WORKER_HEALTH_PORT", 8001))):
             container = docker("run", "--detach", *run_argv(image, worker)).stdout.strip()
@@ -623,6 +636,24 @@ def test_the_worker_container_runs_as_compose_runs_it(
                 output = logs(docker, container)
                 final = state(docker, container)
                 docker("rm", "--force", container, check=False)
+            # The scheduler, on the port the worker has just left.
+            container = docker("run", "--detach", *run_argv(image, scheduler)).stdout.strip()
+            try:
+                scheduler_healthy = wait_healthy(docker, container)
+                deadline = time.monotonic() + 10
+                while SCHEDULED not in logs(docker, container):
+                    assert time.monotonic() < deadline, logs(docker, container)
+                    time.sleep(0.5)
+                started = time.monotonic()
+                docker("stop", "--time", str(int(scheduler_grace)), container, timeout=scheduler_grace + 30)
+                scheduler_stopped = time.monotonic() - started
+            finally:
+                scheduler_output = logs(docker, container)
+                scheduler_final = state(docker, container)
+                docker("rm", "--force", container, check=False)
+                with Redis.from_url(services["REDIS_URL"]) as redis:
+                    for key in redis.scan_iter(f"*{prefix}*"):
+                        redis.delete(key)
 
     # The task's own line: it ran on the migrated database (no expired token to delete).
     assert re.search(r'"nightly_cleanup for \S+ removed 0 rows"', output), output
@@ -631,10 +662,23 @@ def test_the_worker_container_runs_as_compose_runs_it(
     assert stopped < grace, f"took {stopped:.1f} s of a {grace:.0f} s grace period"
     assert "Working shutting down" in output, output
     assert "Traceback" not in output, output
+    # WORKER_SCHEDULES=false: the scheduled job was left to the scheduler, which runs none.
+    assert SCHEDULED not in output, output
+    assert "Processing Job<" not in scheduler_output, scheduler_output
+    assert scheduler_final["ExitCode"] == 0 and not scheduler_final["OOMKilled"], (
+        f"{scheduler_final}\n{scheduler_output}"
+    )
+    assert scheduler_stopped < scheduler_grace, f"took {scheduler_stopped:.1f} s of {scheduler_grace:.0f} s"
+    assert "Traceback" not in scheduler_output, scheduler_output
     figures.add(
         f"Worker container, Python {DEFAULT_PYTHON}, docker-compose",
         "healthy after / stopped in (grace)",
         f"{healthy:.1f} s / {stopped:.1f} s ({grace:.0f} s)",
+    )
+    figures.add(
+        f"Scheduler container, Python {DEFAULT_PYTHON}, docker-compose",
+        "healthy after / stopped in (grace)",
+        f"{scheduler_healthy:.1f} s / {scheduler_stopped:.1f} s ({scheduler_grace:.0f} s)",
     )
 
 

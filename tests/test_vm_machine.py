@@ -5,9 +5,10 @@ database and its user, the second run that installs and starts, the nginx
 site, HTTPS with certbot. Then, under steady traffic through nginx, a restart of
 each server unit and a second install (an upgrade) fail no request; the nightly
 backup unit writes a dump that `deploy/vm/restore` puts back into a dropped
-database. One case turns the background-job worker on: its unit runs after the
-install, answers its check on loopback, processes the job an item written through
-nginx queues, restarts with each release and stops for the restore.
+database. One case turns the background jobs on: the worker's and the
+scheduler's units run after the install and answer their checks on loopback, the
+worker processes the job an item written through nginx queues, and both restart
+with each release and stop for the restore.
 
 Each Python choice runs once: where the distribution ships it, install.sh uses
 that one; where it does not, install.sh has uv install it, and since these
@@ -52,10 +53,13 @@ PRIVATE_USERS = (
     f"{SLUG}-migrate.service",
     f"{SLUG}-backup.service",
     f"{SLUG}-worker.service",
+    f"{SLUG}-scheduler.service",
 )
 WORKER = f"{SLUG}-worker"
-# Where the worker's unit puts its health check.
+SCHEDULER = f"{SLUG}-scheduler"
+# Where the worker's and the scheduler's units put their health checks.
 WORKER_PORT = 8100
+SCHEDULER_PORT = 8101
 # The README's database step, as a root shell runs it.
 CREATE_DATABASE = f"""
 DB_PASSWORD=$(sudo sed -n 's|^DATABASE_URL=postgresql://[^:]*:\\([^@]*\\)@.*|\\1|p' /etc/{SLUG}/{SLUG}.env)
@@ -126,9 +130,9 @@ def ready(machine: Machine) -> httpx.Response:
     return httpx.get(f"http://{machine.address}/health/ready", headers=HOST, timeout=10)
 
 
-def worker_lines(machine: Machine) -> list[str]:
-    """The messages of the worker's JSON log lines, in order."""
-    lines = machine(f"journalctl --no-pager --output=cat --unit {WORKER}", check=False).stdout
+def worker_lines(machine: Machine, unit: str = WORKER) -> list[str]:
+    """The messages of the worker's (or the scheduler's) JSON log lines, in order."""
+    lines = machine(f"journalctl --no-pager --output=cat --unit {unit}", check=False).stdout
     return [json.loads(line)["message"] for line in lines.splitlines() if line.startswith("{")]
 
 
@@ -233,23 +237,27 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
     assert migrated.count("Running upgrade  -> 0001") == 1 and migrated.count("0001 -> 0002") == 1
     # gunicorn listens on loopback only: nginx is the one way in.
     sockets = [line.split() for line in machine("cat /proc/net/tcp /proc/net/tcp6").stdout.splitlines()]
-    # So does the worker's health check.
-    for port in (8000, 8001, WORKER_PORT) if case.worker else (8000, 8001):
+    # So do the health checks of the worker and the scheduler.
+    for port in (8000, 8001, WORKER_PORT, SCHEDULER_PORT) if case.worker else (8000, 8001):
         # Sockets listening (state 0A) on the port: their local addresses.
         local = [row[1] for row in sockets if row[1].endswith(f":{port:04X}") and row[3] == "0A"]
         assert local == [f"0100007F:{port:04X}"], local
     if case.worker:
-        # Started after the migrations, enabled for the next boot, and answering the app's own check.
-        assert f"==> worker running, its health check on 127.0.0.1:{WORKER_PORT}" in installed.stdout
-        assert machine(f"systemctl is-active {WORKER}; systemctl is-enabled {WORKER}").stdout.split() == [
-            "active",
-            "enabled",
-        ]
-        machine(
-            f"cd /opt/{SLUG}/current && runuser -u {SLUG} -- "
-            f"env WORKER_HEALTH_PORT={WORKER_PORT} .venv/bin/python -m app.jobs check"
-        )
-        machine(f"cd /root/{SLUG} && deploy/vm/wait-healthy {WORKER_PORT}")
+        # Both started after the migrations, enabled for the next boot, and answering the app's own
+        # check.
+        for process, port in (("worker", WORKER_PORT), ("scheduler", SCHEDULER_PORT)):
+            name = f"{SLUG}-{process}"
+            assert f"==> {process} running, its health check on 127.0.0.1:{port}" in installed.stdout
+            assert machine(f"systemctl is-active {name}; systemctl is-enabled {name}").stdout.split() == [
+                "active",
+                "enabled",
+            ]
+            machine(
+                f"cd /opt/{SLUG}/current && runuser -u {SLUG} -- "
+                f"env WORKER_HEALTH_PORT={port} .venv/bin/python -m app.jobs check"
+            )
+            machine(f"cd /root/{SLUG} && deploy/vm/wait-healthy {port}")
+        assert f"Scheduler starting on queue {SLUG}:jobs" in worker_lines(machine, SCHEDULER)
 
     # The README's first admin (the password comes from the environment, not a prompt), then a
     # signed-in write through nginx.
@@ -287,9 +295,10 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
     assert len(machine(f"ls /opt/{SLUG}/releases").stdout.split()) == 2
     assert machine.journal(f"{SLUG}-migrate").count("Running upgrade") == 2
     if case.worker:
-        # The release restarted the worker, which stopped within its unit's timeout.
+        # The release restarted the worker and the scheduler, which stopped within their units' timeouts.
         assert worker_lines(machine).count(f"Worker starting on queue {SLUG}:jobs") == 2
-        assert "timed out" not in machine.journal(WORKER)
+        assert worker_lines(machine, SCHEDULER).count(f"Scheduler starting on queue {SLUG}:jobs") == 2
+        assert "timed out" not in machine.journal(WORKER) + machine.journal(SCHEDULER)
 
     # The nightly backup, run now, and the README's restore into a dropped database.
     assert machine(f"systemctl is-enabled {SLUG}-backup.timer").stdout.strip() == "enabled"
@@ -299,12 +308,21 @@ def test_the_readme_installs_the_service_on_a_fresh_debian_machine(
     restored = machine(f"cd /root/{SLUG} && deploy/vm/restore {dump}")
     assert f"the database {DATABASE} does not exist: creating it" in restored.stderr
     assert restored.stderr.endswith("restore: serving again\n"), restored.stderr
-    # The worker stopped for the restore too, and started again after it.
+    # The worker and the scheduler stopped for the restore too, and started again after it.
     [stopping] = [line for line in restored.stderr.splitlines() if line.startswith("restore: stopping ")]
     assert (f"{WORKER}.service" in stopping) == case.worker, stopping
+    assert (f"{SCHEDULER}.service" in stopping) == case.worker, stopping
+    if case.worker:
+        machine(f"cd /root/{SLUG} && deploy/vm/wait-healthy {WORKER_PORT} {SCHEDULER_PORT}")
+        assert worker_lines(machine, SCHEDULER).count(f"Scheduler starting on queue {SLUG}:jobs") == 3
     items = machine(f'sudo -u postgres psql -d {DATABASE} -Atc "SELECT name FROM items"')
     assert items.stdout.split() == ["on", "the", "vm"], "the row written before the backup"
-    units = [f"{SLUG}@8000", f"{SLUG}@8001", f"{SLUG}-backup.timer", *([WORKER] if case.worker else [])]
+    units = [
+        f"{SLUG}@8000",
+        f"{SLUG}@8001",
+        f"{SLUG}-backup.timer",
+        *([WORKER, SCHEDULER] if case.worker else []),
+    ]
     assert machine(f"systemctl is-active {' '.join(units)}").stdout.split() == ["active"] * len(units)
     assert ready(machine).status_code == 200
 

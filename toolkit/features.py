@@ -21,6 +21,8 @@ PYTHONS: tuple[str, ...] = tuple(CONTEXT["python_version"])
 TARGETS: tuple[str, ...] = tuple(CONTEXT["deploy_target"])
 DEFAULT_PYTHON = PYTHONS[0]
 DEFAULT_TARGET = TARGETS[0]
+# What `--no-input` bakes: every switch on but the worker.
+DEFAULTS: dict[str, bool] = {name: CONTEXT[name] for name in FEATURES}
 ALL_ON: dict[str, bool] = dict.fromkeys(FEATURES, True)
 ALL_OFF: dict[str, bool] = dict.fromkeys(FEATURES, False)
 

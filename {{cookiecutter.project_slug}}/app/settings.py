@@ -141,9 +141,11 @@ class Settings(BaseSettings):
     jobs_cleanup_cron: str = "0 3 * * *"
     # Seconds between a worker's looks for jobs whose worker died.
     jobs_sweep_seconds: int = Field(default=60, ge=1)
-    # The worker: jobs run at once, seconds running jobs get after SIGTERM (below the
-    # platform's own grace period), and where its liveness check answers.
+    # The worker: jobs run at once, whether it also queues the scheduled jobs (false
+    # where a scheduler process runs), seconds running jobs get after SIGTERM (below
+    # the platform's own grace period), and where its liveness check answers.
     worker_concurrency: int = Field(default=10, ge=1)
+    worker_schedules: bool = True
     worker_shutdown_grace_seconds: int = Field(default=8, ge=0)
     # Empty: every address, IPv4 and IPv6.
     worker_health_host: str = ""

@@ -1,7 +1,9 @@
-"""The worker with one more task, for the tests only: `python -m tests.jobs_worker`."""
+"""The worker with one more task, for the tests only: `python -m tests.jobs_worker`
+(`... scheduler` for the scheduler)."""
 
 import asyncio
 import os
+import sys
 
 from redis.asyncio import Redis
 
@@ -23,4 +25,4 @@ async def record(ctx: JobContext, *, marker: str, seconds: float = 0.0, failures
 TASKS["record"] = record
 
 if __name__ == "__main__":
-    run_worker()
+    run_worker(scheduler=sys.argv[1:] == ["scheduler"])

@@ -77,15 +77,16 @@ def worker_env(settings: Settings, **changes: str) -> dict[str, str]:
 
 @pytest.fixture
 def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start `python -m tests.jobs_worker` (the app's worker and a test task); stop it after."""
+    """Start `python -m tests.jobs_worker` (the app's worker and a test task), or with
+    `scheduler=True` the scheduler; stop them after."""
     started: list[WorkerProcess] = []
 
-    def start(**env: str) -> WorkerProcess:
+    def start(scheduler: bool = False, **env: str) -> WorkerProcess:
         port = free_port()
         log = tmp_path / f"worker-{len(started)}.log"
         with log.open("ab") as output:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tests.jobs_worker"],
+                [sys.executable, "-m", "tests.jobs_worker", *(["scheduler"] if scheduler else [])],
                 cwd=PROJECT_ROOT,
                 env=worker_env(settings, WORKER_HEALTH_PORT=str(port), **env),
                 stdout=output,
@@ -287,22 +288,32 @@ async def test_a_failing_task_reaches_sentry_with_its_name_and_id(
 {% endif %}
 @needs_redis
 @pytest.mark.live
-async def test_a_scheduled_job_runs_once_per_tick_however_many_workers_run(
+async def test_a_scheduled_job_runs_once_per_tick_however_many_processes_schedule(
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    # A long grace period, to show that idle workers do not wait it out on SIGTERM.
+    # A long grace period, to show that idle processes do not wait it out on SIGTERM.
     env = {"JOBS_CLEANUP_CRON": "* * * * * *", "WORKER_SHUTDOWN_GRACE_SECONDS": "60"}
-    workers = [start_worker(**env), start_worker(**env)]
+    scheduler = start_worker(scheduler=True, **env)
+    scheduling_worker = start_worker(**env)
+    plain_worker = start_worker(WORKER_SCHEDULES="false", **env)
+    processes = [scheduler, scheduling_worker, plain_worker]
     await asyncio.sleep(4)
-    assert [worker.stop(signal.SIGTERM, timeout=15) for worker in workers] == [0, 0]
+    assert [process.stop(signal.SIGTERM, timeout=15) for process in processes] == [0, 0, 0]
+
+    logs = {process: process.output() for process in processes}
     runs = [
         line.split("nightly_cleanup for ")[1].split()[0]
-        for worker in workers
-        for line in worker.output().splitlines()
+        for log in logs.values()
+        for line in log.splitlines()
         if "nightly_cleanup for " in line
     ]
     assert len(runs) >= 2
     assert len(runs) == len(set(runs)), f"a tick ran twice: {sorted(runs)}"
+    queued = "Enqueuing Job<function: nightly_cleanup"
+    assert queued in logs[scheduler] + logs[scheduling_worker]
+    assert queued not in logs[plain_worker]
+    # The scheduler queues jobs and runs none.
+    assert "Processing Job<" not in logs[scheduler]
 
 
 @needs_redis

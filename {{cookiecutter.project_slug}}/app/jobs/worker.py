@@ -1,8 +1,9 @@
-"""The worker process: runs queued tasks and, in every worker, schedules the cron ones.
+"""The worker process, `python -m app.jobs`, which runs queued tasks, and the scheduler,
+`python -m app.jobs scheduler`, which queues the cron ones when they are due.
 
-Two workers cannot both run one scheduled run: SAQ enqueues it under the key
-`cron:<task>`, and Redis refuses a key that is already waiting. Any number of
-workers may run, and no separate scheduler process is needed.
+A worker schedules too unless WORKER_SCHEDULES is false, so one worker alone is a
+complete setup. However many processes schedule, each scheduled run happens once:
+SAQ queues it under the key `cron:<task>`, and Redis refuses a key already waiting.
 """
 
 import asyncio
@@ -80,7 +81,11 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
 {{ indent }})
 
 
-def create_worker(settings: Settings, queue: Queue, resources: Resources) -> JobWorker:
+def create_worker(
+    settings: Settings, queue: Queue, resources: Resources, *, scheduler: bool = False
+) -> JobWorker:
+    """A worker; as the scheduler, it takes no jobs and only queues the scheduled ones."""
+
     async def startup(ctx: JobContext) -> None:
         ctx["resources"] = resources
 
@@ -93,18 +98,20 @@ def create_worker(settings: Settings, queue: Queue, resources: Resources) -> Job
         "abort": 1,
     }
 
+    scheduled = [
+        CronJob(
+            nightly_cleanup,
+            cron=settings.jobs_cleanup_cron,
+            timeout=settings.jobs_timeout_seconds,
+            retries=settings.jobs_retries,
+        )
+    ]
     return JobWorker(
         queue,
         functions=list(TASKS.values()),
-        concurrency=settings.worker_concurrency,
-        cron_jobs=[
-            CronJob(
-                nightly_cleanup,
-                cron=settings.jobs_cleanup_cron,
-                timeout=settings.jobs_timeout_seconds,
-                retries=settings.jobs_retries,
-            )
-        ],
+        # No job slots: the scheduler's upkeep alone runs (queueing due jobs, the sweep).
+        concurrency=0 if scheduler else settings.worker_concurrency,
+        cron_jobs=scheduled if scheduler or settings.worker_schedules else [],
         startup=startup,
         # Running tasks get this long after SIGTERM; the rest are cancelled and queued again.
         shutdown_grace_period_s=settings.worker_shutdown_grace_seconds,
@@ -113,10 +120,10 @@ def create_worker(settings: Settings, queue: Queue, resources: Resources) -> Job
     )
 
 
-async def work(settings: Settings, queue: Queue) -> None:
+async def work(settings: Settings, queue: Queue, *, scheduler: bool) -> None:
     async with open_resources(settings) as resources:
         try:
-            worker = create_worker(settings, queue, resources)
+            worker = create_worker(settings, queue, resources, scheduler=scheduler)
         except ValueError as error:  # SAQ's check of the cron line.
             raise SystemExit(f"Invalid settings: JOBS_CLEANUP_CRON: {error}") from None
         health = await serve_health(settings.worker_health_host, settings.worker_health_port)
@@ -129,7 +136,8 @@ async def work(settings: Settings, queue: Queue) -> None:
             await queue.disconnect()
 
 
-def run_worker() -> None:
+def run_worker(*, scheduler: bool = False) -> None:
+    """Run a worker (or, with `scheduler`, the scheduler) until SIGTERM or SIGINT."""
     settings = get_settings()
     configure_logging(settings)
 {% if cookiecutter.use_sentry %}
@@ -148,5 +156,5 @@ def run_worker() -> None:
         health_check_interval=30,
     )
     queue = queue_on(redis, settings)
-    logger.info("Worker starting on queue %s", queue.name)
-    asyncio.run(work(settings, queue))
+    logger.info("%s starting on queue %s", "Scheduler" if scheduler else "Worker", queue.name)
+    asyncio.run(work(settings, queue, scheduler=scheduler))

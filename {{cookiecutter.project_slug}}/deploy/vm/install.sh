@@ -27,8 +27,9 @@ PORTS=(8000 8001)
 PORTS=(8000)
 {% endif %}
 {% if cookiecutter.use_worker %}
-# The worker's liveness check, as its unit and supervisor program set it.
+# The liveness checks of the worker and the scheduler, as their units and supervisor programs set them.
 WORKER_PORT=8100
+SCHEDULER_PORT=8101
 {% endif %}
 PYTHON_VERSION={{ cookiecutter.python_version }}
 # Pinned, as in the Dockerfile of the image-based targets.
@@ -93,10 +94,12 @@ restart_servers() {
     if [[ $manager == supervisor ]]; then
         supervisorctl reread
 {% if cookiecutter.use_worker %}
-        supervisorctl update "$APP" "$APP-worker"
+        supervisorctl update "$APP" "$APP-worker" "$APP-scheduler"
         # The worker first: jobs the new code queues then find a worker that knows them.
         supervisorctl restart "$APP-worker:*"
         "$source_dir/deploy/vm/wait-healthy" "$WORKER_PORT"
+        supervisorctl restart "$APP-scheduler:*"
+        "$source_dir/deploy/vm/wait-healthy" "$SCHEDULER_PORT"
 {% else %}
         supervisorctl update "$APP"
 {% endif %}
@@ -109,6 +112,11 @@ restart_servers() {
         systemctl enable --quiet "$APP-worker.service"
         systemctl restart "$APP-worker.service"
         "$source_dir/deploy/vm/wait-healthy" "$WORKER_PORT"
+        # Then the scheduler, with the new code's schedules. Meanwhile the next scheduled run
+        # already waits in Redis, queued ahead of its time, and the worker takes it when due.
+        systemctl enable --quiet "$APP-scheduler.service"
+        systemctl restart "$APP-scheduler.service"
+        "$source_dir/deploy/vm/wait-healthy" "$SCHEDULER_PORT"
 {% endif %}
         # One process at a time: nginx sends requests to the others meanwhile.
         for port in "${PORTS[@]}"; do
@@ -119,6 +127,7 @@ restart_servers() {
     fi
 {% if cookiecutter.use_worker %}
     log "worker running, its health check on 127.0.0.1:$WORKER_PORT"
+    log "scheduler running, its health check on 127.0.0.1:$SCHEDULER_PORT"
 {% endif %}
     log "serving on ports ${PORTS[*]}"
 }
@@ -186,7 +195,8 @@ RATE_LIMIT_DEFAULT=120/minute
 SENTRY_DSN=
 {% endif %}
 {% if cookiecutter.use_worker %}
-# Jobs the background worker runs at once. Its health check's address is set in its unit.
+# Jobs the background worker runs at once. The health checks' addresses of the worker and the
+# scheduler, and WORKER_SCHEDULES, are set in their units: keep them out of this file.
 # WORKER_CONCURRENCY=10
 {% endif %}
 EOF
@@ -241,7 +251,8 @@ else
     log "systemd units"
     install -m 0644 "$source_dir/deploy/vm/systemd/$APP@.service" /etc/systemd/system/
 {% if cookiecutter.use_worker %}
-    install -m 0644 "$source_dir/deploy/vm/systemd/$APP-worker.service" /etc/systemd/system/
+    install -m 0644 "$source_dir/deploy/vm/systemd/$APP-worker.service" \
+        "$source_dir/deploy/vm/systemd/$APP-scheduler.service" /etc/systemd/system/
 {% endif %}
 {% if cookiecutter.use_postgres %}
     install -m 0644 "$source_dir/deploy/vm/systemd/$APP-migrate.service" /etc/systemd/system/
