@@ -33,6 +33,7 @@ from toolkit.deploy import (
     shellcheck,
     validate,
     venv_env,
+    worker_params,
     yamllint,
 )
 from toolkit.features import ALL_OFF, traces
@@ -178,9 +179,7 @@ def worker_traces(text: str) -> list[str]:
     "answers",
     [
         param("all-on", deploy_target="cloud-run"),
-        param("worker", deploy_target="cloud-run", use_worker=True),
-        # The worker needs Redis alone: every other branch off.
-        param("worker-bare", deploy_target="cloud-run", **ALL_OFF | {"use_redis": True, "use_worker": True}),
+        *worker_params("cloud-run"),
         param("all-off", deploy_target="cloud-run", **ALL_OFF),
     ],
 )

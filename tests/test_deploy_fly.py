@@ -7,7 +7,6 @@ Its release and start commands run in test_deploy_targets.py, with every target'
 
 from __future__ import annotations
 
-import re
 import shlex
 import time
 import tomllib
@@ -19,42 +18,29 @@ import jsonschema
 import pytest
 
 from toolkit.deploy import (
+    WORKER_COMMAND,
     assert_at_head,
     fresh_database,
     image_cmd,
     image_tree,
-    param,
     params,
     platform_url,
     render_doc,
     secret,
     validate,
     venv_env,
+    worker_grace,
+    worker_params,
 )
-from toolkit.features import ALL_OFF, traces
+from toolkit.features import traces
 from toolkit.platforms import launch
 from toolkit.processes import free_port, run
 from toolkit.servers import serving
 
-WORKER_COMMAND = "python -m app.jobs"
-WORKER = param("fly-worker", deploy_target="fly", use_worker=True)
-# The worker needs Redis alone: every other branch off.
-WORKER_BARE = param(
-    "fly-worker-bare", deploy_target="fly", **ALL_OFF | {"use_redis": True, "use_worker": True}
-)
+WORKERS = worker_params("fly")
 
 
-def worker_grace(project: Path, env: dict[str, str]) -> int:
-    """Seconds running jobs get after SIGTERM: the environment's, else the settings' default."""
-    default = re.search(
-        r"worker_shutdown_grace_seconds: int = Field\(default=(\d+)",
-        (project / "app" / "settings.py").read_text(),
-    )
-    assert default
-    return int(env.get("WORKER_SHUTDOWN_GRACE_SECONDS", default.group(1)))
-
-
-@pytest.mark.parametrize("answers", [*params(("fly",)), WORKER, WORKER_BARE])
+@pytest.mark.parametrize("answers", [*params(("fly",)), *WORKERS])
 def test_fly_toml_matches_its_schema_and_the_image(bakery: Any, answers: dict[str, Any]) -> None:
     project = bakery(**answers)
     text = (project / "fly.toml").read_text()
@@ -139,7 +125,7 @@ def test_the_readme_leads_with_managed_postgres(bakery: Any) -> None:
     assert "DB_PGBOUNCER" in readme
 
 
-@pytest.mark.parametrize("answers", [*params(("fly",), ("full", "bare")), WORKER, WORKER_BARE])
+@pytest.mark.parametrize("answers", [*params(("fly",), ("full", "bare")), *WORKERS])
 def test_the_readme_scales_and_follows_the_worker(bakery: Any, answers: dict[str, Any]) -> None:
     fly = tomllib.loads((bakery(**answers) / "fly.toml").read_text())
     readme = render_doc("deploy-fly.md", **answers)
@@ -156,7 +142,7 @@ def test_the_readme_scales_and_follows_the_worker(bakery: Any, answers: dict[str
         assert "worker" not in readme.lower() and traces(readme, ["use_worker"]) == []
 
 
-@pytest.mark.parametrize("answers", [WORKER, WORKER_BARE])
+@pytest.mark.parametrize("answers", WORKERS)
 def test_the_worker_group_runs_with_the_files_settings(
     bakery: Any, venv: Path, services: dict[str, str], tmp_path: Path, answers: dict[str, Any]
 ) -> None:

@@ -7,7 +7,6 @@ Its release and start commands run in test_deploy_targets.py, with every target'
 
 from __future__ import annotations
 
-import re
 import shlex
 import time
 import uuid
@@ -17,18 +16,20 @@ from typing import Any
 import pytest
 
 from toolkit.deploy import (
+    WORKER_COMMAND,
     bake_group,
     by_address,
     image_tree,
-    param,
     params,
     platform_url,
     railway_graph,
     render_doc,
     secret,
     venv_env,
+    worker_grace,
+    worker_params,
 )
-from toolkit.features import ALL_OFF, traces
+from toolkit.features import traces
 from toolkit.processes import free_port, run
 from toolkit.servers import serving
 
@@ -49,24 +50,9 @@ RAILWAY_DEPLOY_KEYS = {
     "sleepApplication",
     "cronSchedule",
 }
-WORKER_COMMAND = "python -m app.jobs"
-WORKER = param("railway-worker", deploy_target="railway", use_worker=True)
-# The worker needs Redis alone: every other branch off.
-WORKER_BARE = param(
-    "railway-worker-bare", deploy_target="railway", **ALL_OFF | {"use_redis": True, "use_worker": True}
-)
+WORKERS = worker_params("railway")
 # Where the worker answers while it runs (Railway itself checks no worker).
 WORKER_HEALTH_PATH = "/health"
-
-
-def worker_grace(project: Path, env: dict[str, str]) -> int:
-    """Seconds running jobs get after SIGTERM: the environment's, else the settings' default."""
-    default = re.search(
-        r"worker_shutdown_grace_seconds: int = Field\(default=(\d+)",
-        (project / "app" / "settings.py").read_text(),
-    )
-    assert default
-    return int(env.get("WORKER_SHUTDOWN_GRACE_SECONDS", default.group(1)))
 
 
 def resolved(resources: dict[str, dict[str, Any]], address: str, database: str, redis: str) -> dict[str, str]:
@@ -89,7 +75,7 @@ def resolved(resources: dict[str, dict[str, Any]], address: str, database: str, 
     return {name: value(address, name) for name in resources[address]["variables"]}
 
 
-@pytest.mark.parametrize("answers", [*params(("railway",)), WORKER, WORKER_BARE])
+@pytest.mark.parametrize("answers", [*params(("railway",)), *WORKERS])
 def test_railway_graph_declares_the_service_and_its_databases(
     bakery: Any, venv: Path, answers: dict[str, Any]
 ) -> None:
@@ -148,7 +134,7 @@ def test_railway_graph_declares_the_service_and_its_databases(
         assert "worker" not in text.lower() and traces(text, ["use_worker"]) == []
 
 
-@pytest.mark.parametrize("answers", [WORKER, WORKER_BARE])
+@pytest.mark.parametrize("answers", WORKERS)
 def test_railway_graph_declares_the_worker_from_the_apis_image(
     bakery: Any, tmp_path: Path, answers: dict[str, Any]
 ) -> None:
@@ -187,7 +173,7 @@ def test_railway_graph_declares_the_worker_from_the_apis_image(
     assert scaled_graph["service.api"]["deploy"]["numReplicas"] == 1
 
 
-@pytest.mark.parametrize("answers", [*params(("railway",), ("full", "bare")), WORKER, WORKER_BARE])
+@pytest.mark.parametrize("answers", [*params(("railway",), ("full", "bare")), *WORKERS])
 def test_the_readme_scales_and_follows_the_worker(answers: dict[str, Any]) -> None:
     readme = render_doc("deploy-railway.md", **answers)
 
@@ -198,7 +184,7 @@ def test_the_readme_scales_and_follows_the_worker(answers: dict[str, Any]) -> No
         assert "worker" not in readme.lower() and traces(readme, ["use_worker"]) == []
 
 
-@pytest.mark.parametrize("answers", [WORKER, WORKER_BARE])
+@pytest.mark.parametrize("answers", WORKERS)
 def test_the_worker_runs_with_the_graphs_settings(
     bakery: Any, venv: Path, services: dict[str, str], tmp_path: Path, answers: dict[str, Any]
 ) -> None:

@@ -7,7 +7,6 @@ Its release and start commands run in test_deploy_targets.py, with every target'
 
 from __future__ import annotations
 
-import re
 import shlex
 import time
 import uuid
@@ -19,38 +18,25 @@ import pytest
 import yaml
 
 from toolkit.deploy import (
+    WORKER_COMMAND,
     image_tree,
-    param,
     params,
     platform_url,
     render_doc,
     secret,
     validate,
     venv_env,
+    worker_grace,
+    worker_params,
     yamllint,
 )
-from toolkit.features import ALL_OFF, traces
+from toolkit.features import traces
 from toolkit.processes import free_port, run
 from toolkit.servers import serving
 
-WORKER_COMMAND = "python -m app.jobs"
-WORKER = param("render-worker", deploy_target="render", use_worker=True)
-# The worker needs Redis alone: every other branch off.
-WORKER_BARE = param(
-    "render-worker-bare", deploy_target="render", **ALL_OFF | {"use_redis": True, "use_worker": True}
-)
+WORKERS = worker_params("render")
 # Where the worker answers while it runs (Render itself checks no worker).
 WORKER_HEALTH_PATH = "/health"
-
-
-def worker_grace(project: Path, env: dict[str, str]) -> int:
-    """Seconds running jobs get after SIGTERM: the environment's, else the settings' default."""
-    default = re.search(
-        r"worker_shutdown_grace_seconds: int = Field\(default=(\d+)",
-        (project / "app" / "settings.py").read_text(),
-    )
-    assert default
-    return int(env.get("WORKER_SHUTDOWN_GRACE_SECONDS", default.group(1)))
 
 
 def service_env(blueprint: dict[str, Any], name: str, database: str, redis: str) -> dict[str, str]:
@@ -81,7 +67,7 @@ def service_env(blueprint: dict[str, Any], name: str, database: str, redis: str)
     return env
 
 
-@pytest.mark.parametrize("answers", [*params(("render",)), WORKER, WORKER_BARE])
+@pytest.mark.parametrize("answers", [*params(("render",)), *WORKERS])
 def test_render_yaml_matches_its_schema_and_wires_its_resources(bakery: Any, answers: dict[str, Any]) -> None:
     project = bakery(**answers)
     yamllint(project / "render.yaml")
@@ -168,7 +154,7 @@ def test_render_schema_catches_misspelt_keys() -> None:
             validate(bad, "render")
 
 
-@pytest.mark.parametrize("answers", [*params(("render",), ("full", "bare")), WORKER, WORKER_BARE])
+@pytest.mark.parametrize("answers", [*params(("render",), ("full", "bare")), *WORKERS])
 def test_the_readme_scales_and_follows_the_worker(answers: dict[str, Any]) -> None:
     readme = render_doc("deploy-render.md", **answers)
 
@@ -180,7 +166,7 @@ def test_the_readme_scales_and_follows_the_worker(answers: dict[str, Any]) -> No
         assert "worker" not in readme.lower() and traces(readme, ["use_worker"]) == []
 
 
-@pytest.mark.parametrize("answers", [WORKER, WORKER_BARE])
+@pytest.mark.parametrize("answers", WORKERS)
 def test_the_worker_runs_with_the_blueprints_settings(
     bakery: Any, venv: Path, services: dict[str, str], tmp_path: Path, answers: dict[str, Any]
 ) -> None:

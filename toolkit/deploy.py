@@ -85,6 +85,30 @@ def params(targets: tuple[str, ...], variants: tuple[str, ...] = tuple(VARIANTS)
     ]
 
 
+def worker_params(target: str) -> list[Any]:
+    """The worker on `target`: with the default answers, and with Redis, which it needs,
+    as the only other feature on."""
+    bare = ALL_OFF | {"use_redis": True, "use_worker": True}
+    return [
+        param(f"{target}-worker", deploy_target=target, use_worker=True),
+        param(f"{target}-worker-bare", deploy_target=target, **bare),
+    ]
+
+
+# How every deploy file starts the worker.
+WORKER_COMMAND = "python -m app.jobs"
+
+
+def worker_grace(project: Path, env: dict[str, str]) -> int:
+    """Seconds the worker's running jobs get after SIGTERM: `env`'s, else the settings' default."""
+    default = re.search(
+        r"worker_shutdown_grace_seconds: int = Field\(default=(\d+)",
+        (project / "app" / "settings.py").read_text(),
+    )
+    assert default
+    return int(env.get("WORKER_SHUTDOWN_GRACE_SECONDS", default.group(1)))
+
+
 def target_params(targets: tuple[str, ...] = TARGETS) -> list[Any]:
     """Each target with its default answers, as a parameter named after it."""
     return [

@@ -93,6 +93,7 @@ def lifespan({{ parameters | join(", ") }}) -> Lifespan:
 {% if cookiecutter.use_postgres %}
                         database=database,
 {% endif %}
+                        redis=redis,
 {% if cookiecutter.use_socketio %}
                         sio=sio,
 {% endif %}

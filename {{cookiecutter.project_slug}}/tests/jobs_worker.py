@@ -2,23 +2,24 @@
 (`... scheduler` for the scheduler)."""
 
 import asyncio
-import os
 import sys
-
-from redis.asyncio import Redis
 
 from app.jobs.tasks import TASKS, JobContext
 from app.jobs.worker import run_worker
 
 
 async def record(ctx: JobContext, *, marker: str, seconds: float = 0.0, failures: int = 0) -> int:
-    """Count its start under `marker`, sleep, fail the first `failures` times, count its finish."""
-    async with Redis.from_url(os.environ["REDIS_URL"]) as redis:
-        attempt = int(await redis.incr(f"{marker}:started"))
-        await asyncio.sleep(seconds)
-        if attempt <= failures:
-            raise RuntimeError(f"attempt {attempt} fails on purpose")
-        await redis.incr(f"{marker}:finished")
+    """Count its start under `marker`, sleep, fail the first `failures` times, count its finish.
+
+    It counts on the service's Redis client from its context, as the app's tasks may.
+    """
+    redis = ctx["resources"].redis
+    assert redis is not None, "a worker's tasks get the service's Redis client"
+    attempt = int(await redis.incr(f"{marker}:started"))
+    await asyncio.sleep(seconds)
+    if attempt <= failures:
+        raise RuntimeError(f"attempt {attempt} fails on purpose")
+    await redis.incr(f"{marker}:finished")
     return attempt
 
 

@@ -56,6 +56,9 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def wait_healthy(self) -> None:
+        wait_for(f"http://127.0.0.1:{self.port}/health", self.process)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         self.process.send_signal(sig)
         return self.process.wait(timeout=timeout)
@@ -78,10 +81,11 @@ def worker_env(settings: Settings, **changes: str) -> dict[str, str]:
 @pytest.fixture
 def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start `python -m tests.jobs_worker` (the app's worker and a test task), or with
-    `scheduler=True` the scheduler; stop them after."""
+    `scheduler=True` the scheduler, and wait until it answers (unless `wait` is false);
+    stop them after."""
     started: list[WorkerProcess] = []
 
-    def start(scheduler: bool = False, **env: str) -> WorkerProcess:
+    def start(scheduler: bool = False, wait: bool = True, **env: str) -> WorkerProcess:
         port = free_port()
         log = tmp_path / f"worker-{len(started)}.log"
         with log.open("ab") as output:
@@ -94,7 +98,8 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., W
             )
         worker = WorkerProcess(process, log, port)
         started.append(worker)
-        wait_for(f"http://127.0.0.1:{port}/health", process)
+        if wait:
+            worker.wait_healthy()
         return worker
 
     yield start
@@ -127,7 +132,7 @@ async def eventually(check: Callable[[], Any], within: float = 30) -> None:
 
 def unused_resources(settings: Settings) -> Resources:
     """Resources for a process that runs only the tests' own tasks, which use none."""
-    return Resources(settings=settings{{ ", database=cast(Any, None)" if cookiecutter.use_postgres else "" }}{{ ", sio=None" if cookiecutter.use_socketio else "" }})
+    return Resources(settings=settings{{ ", database=cast(Any, None)" if cookiecutter.use_postgres else "" }}, redis=None{{ ", sio=None" if cookiecutter.use_socketio else "" }})
 
 
 async def liveness_check(settings: Settings, port: int) -> subprocess.CompletedProcess[str]:
@@ -173,6 +178,33 @@ async def test_a_task_enqueued_without_redis_runs_in_the_web_process(
     assert done == ["hello"]
 
 
+async def test_shutdown_returns_when_a_task_has_just_finished(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def note(_ctx: JobContext) -> None:
+        return None
+
+    monkeypatch.setitem(TASKS, "note", note)
+    jobs = Jobs(None, unused_resources(settings.model_copy(update={"redis_url": None})))
+    await jobs.enqueue("note")
+    await asyncio.sleep(0)  # The task runs to its end; its done callback waits its turn.
+    assert jobs.running
+    assert all(task.done() for task in jobs.running)
+
+    # A wait that spins without yielding could never time out; an alarm signal can.
+    def give_up(*_: object) -> None:
+        raise TimeoutError("Jobs.wait() did not return")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(10)
+    try:
+        await jobs.wait()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not jobs.running
+
+
 async def test_a_task_runs_in_the_web_process_while_redis_fails(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,6 +231,15 @@ async def test_an_unknown_task_is_refused_when_enqueued(settings: Settings) -> N
     jobs = Jobs(None, unused_resources(settings))
     with pytest.raises(LookupError, match="no_such_task"):
         await jobs.enqueue("no_such_task")
+
+
+@needs_redis
+async def test_an_enqueue_may_set_its_own_job_fields(settings: Settings, queue: Queue) -> None:
+    jobs = Jobs(queue, unused_resources(settings))
+    await jobs.enqueue("nightly_cleanup", timeout=300)
+    [job] = (await queue.info(jobs=True))["jobs"]
+    assert job["timeout"] == 300
+    assert job["retries"] == settings.jobs_retries  # The others keep their defaults.
 
 
 @needs_redis
@@ -293,12 +334,16 @@ async def test_a_scheduled_job_runs_once_per_tick_however_many_processes_schedul
 ) -> None:
     # A long grace period, to show that idle processes do not wait it out on SIGTERM.
     env = {"JOBS_CLEANUP_CRON": "* * * * * *", "WORKER_SHUTDOWN_GRACE_SECONDS": "60"}
-    scheduler = start_worker(scheduler=True, **env)
-    scheduling_worker = start_worker(**env)
-    plain_worker = start_worker(WORKER_SCHEDULES="false", **env)
+    scheduler = start_worker(scheduler=True, wait=False, **env)
+    scheduling_worker = start_worker(wait=False, **env)
+    plain_worker = start_worker(WORKER_SCHEDULES="false", wait=False, **env)
     processes = [scheduler, scheduling_worker, plain_worker]
+    for process in processes:
+        process.wait_healthy()
     await asyncio.sleep(4)
-    assert [process.stop(signal.SIGTERM, timeout=15) for process in processes] == [0, 0, 0]
+    for process in processes:
+        process.process.send_signal(signal.SIGTERM)
+    assert [process.process.wait(timeout=15) for process in processes] == [0, 0, 0]
 
     logs = {process: process.output() for process in processes}
     runs = [
@@ -393,7 +438,8 @@ async def test_the_nightly_cleanup_deletes_expired_refresh_tokens_only(settings:
             for family, expires in [("old", now - day), ("live", now + day)]:
                 fields = {"family": family, "token_hash": uuid.uuid4().hex, "expires_at": expires}
                 session.add(RefreshToken(user_id=user.id, **fields))
-        context: Any = {"resources": Resources(settings=settings, database=database{{ ", sio=None" if cookiecutter.use_socketio else "" }})}
+        resources = Resources(settings=settings, database=database, redis=None{{ ", sio=None" if cookiecutter.use_socketio else "" }})
+        context: Any = {"resources": resources}
         assert await nightly_cleanup(context) >= 1
         async with database.sessionmaker() as session:
             families = set(await session.scalars(select(RefreshToken.family)))

@@ -66,7 +66,8 @@ class Jobs:
         if not self.breaker.available():
             return False
         try:
-            await queue.enqueue(task, **self.defaults, **kwargs)
+            # The call's own job fields (`timeout=300`) win over the defaults.
+            await queue.enqueue(task, **(self.defaults | kwargs))
         except RedisError as error:
             self.breaker.failed(error)
             return False
@@ -85,7 +86,11 @@ class Jobs:
     async def wait(self) -> None:
         """Wait for the tasks running in this process (at shutdown, and in tests)."""
         while self.running:
-            await asyncio.gather(*self.running, return_exceptions=True)
+            # Removed here, not only by their done callbacks: gather returns at once on
+            # tasks already done, and a callback not yet run would have this loop spin.
+            running = set(self.running)
+            await asyncio.gather(*running, return_exceptions=True)
+            self.running -= running
 
 
 def queue_on(redis: Redis, settings: Settings) -> RedisQueue:

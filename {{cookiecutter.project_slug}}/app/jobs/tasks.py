@@ -1,7 +1,7 @@
 """The tasks the worker runs, and the resources they share with the web process.
 
 A task is `async def name(ctx: JobContext, **kwargs)`, listed in `TASKS`; the web
-process enqueues it by name: `await jobs.enqueue("item_created", item_id=item.id)`.
+process enqueues it by name: `await jobs.enqueue({{ '"item_created", item_id=item.id' if cookiecutter.use_postgres else '"nightly_cleanup"' }})`.
 Arguments travel as JSON, so pass ids and read the rows again in the task.
 """
 
@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 {% endif %}
 from typing import Any, Required
 
+from redis.asyncio import Redis
 from saq.types import Context
 {% if cookiecutter.use_auth %}
 from sqlalchemy import delete
@@ -39,6 +40,9 @@ class Resources:
 {% if cookiecutter.use_postgres %}
     database: Database
 {% endif %}
+    # The service's client, as routes get it: None only when a job runs in a web process
+    # started without REDIS_URL.
+    redis: Redis | None
 {% if cookiecutter.use_socketio %}
     # Sends a Socket.IO event to the clients of every instance: the app's server in the
     # web process, a write-only Redis manager in the worker.

@@ -9,7 +9,7 @@ SAQ queues it under the key `cron:<task>`, and Redis refuses a key already waiti
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import {{ "AsyncExitStack, " if cookiecutter.use_postgres else "" }}asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 {% if cookiecutter.use_socketio %}
 import socketio
@@ -28,6 +28,7 @@ from app.log import configure_logging
 {% if cookiecutter.use_postgres %}
 from app.models import Base
 {% endif %}
+from app.redis_client import open_redis
 {% if cookiecutter.use_sentry %}
 from app.sentry import init_sentry
 {% endif %}
@@ -57,28 +58,27 @@ class JobWorker(Worker[JobContext]):
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """The worker's own clients, opened as the web process opens them."""
-{% if cookiecutter.use_postgres %}
     async with AsyncExitStack() as stack:
-        database = await stack.enter_async_context(open_database(settings, Base.metadata))
-{% set indent = "        " %}
-{% else %}
-{% set indent = "    " %}
-{% endif %}
-{% if cookiecutter.use_socketio %}
-{{ indent }}# Write-only: it publishes to the channel the web instances' Socket.IO servers share.
-{{ indent }}sio = socketio.AsyncRedisManager(
-{{ indent }}    settings.redis_url, channel=f"{settings.cache_key_prefix}socketio", write_only=True
-{{ indent }})
-{% endif %}
-{{ indent }}yield Resources(
-{{ indent }}    settings=settings,
 {% if cookiecutter.use_postgres %}
-{{ indent }}    database=database,
+        database = await stack.enter_async_context(open_database(settings, Base.metadata))
 {% endif %}
+        redis = await stack.enter_async_context(open_redis(settings))
 {% if cookiecutter.use_socketio %}
-{{ indent }}    sio=sio,
+        # Write-only: it publishes to the channel the web instances' Socket.IO servers share.
+        sio = socketio.AsyncRedisManager(
+            settings.redis_url, channel=f"{settings.cache_key_prefix}socketio", write_only=True
+        )
 {% endif %}
-{{ indent }})
+        yield Resources(
+            settings=settings,
+{% if cookiecutter.use_postgres %}
+            database=database,
+{% endif %}
+            redis=redis,
+{% if cookiecutter.use_socketio %}
+            sio=sio,
+{% endif %}
+        )
 
 
 def create_worker(
