@@ -36,7 +36,8 @@ import tarfile
 import time
 import tomllib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -619,42 +620,28 @@ def test_the_worker_container_runs_as_compose_runs_it(
         worker.env["CACHE_KEY_PREFIX"] = scheduler.env["CACHE_KEY_PREFIX"] = prefix
         # Compose starts them once the migrations are done.
         docker("run", "--rm", *run_argv(image, migrate), timeout=180)
-        with port_of_our_own(int(worker.env.get("WORKER_HEALTH_PORT", 8001))):
-            container = docker("run", "--detach", *run_argv(image, worker)).stdout.strip()
-            try:
-                healthy = wait_healthy(docker, container)
-                assert process_uids(docker, container) == {str(UID)}, "non-root, every process"
-                key = docker("exec", container, "python", "-c", ENQUEUE).stdout.strip()
-                deadline = time.monotonic() + 20
-                while not finished(logs(docker, container), "nightly_cleanup", key):
-                    assert time.monotonic() < deadline, logs(docker, container)
-                    time.sleep(0.5)
-                started = time.monotonic()
-                docker("stop", "--time", str(int(grace)), container, timeout=grace + 30)
-                stopped = time.monotonic() - started
-            finally:
-                output = logs(docker, container)
-                final = state(docker, container)
-                docker("rm", "--force", container, check=False)
-            # The scheduler, on the port the worker has just left.
-            container = docker("run", "--detach", *run_argv(image, scheduler)).stdout.strip()
-            try:
-                scheduler_healthy = wait_healthy(docker, container)
-                deadline = time.monotonic() + 10
-                while SCHEDULED not in logs(docker, container):
-                    assert time.monotonic() < deadline, logs(docker, container)
-                    time.sleep(0.5)
-                started = time.monotonic()
-                docker("stop", "--time", str(int(scheduler_grace)), container, timeout=scheduler_grace + 30)
-                scheduler_stopped = time.monotonic() - started
-            finally:
-                scheduler_output = logs(docker, container)
-                scheduler_final = state(docker, container)
-                docker("rm", "--force", container, check=False)
-                with Redis.from_url(services["REDIS_URL"]) as redis:
-                    for key in redis.scan_iter(f"*{prefix}*"):
-                        redis.delete(key)
 
+        def runs_a_queued_job(container: str) -> None:
+            assert process_uids(docker, container) == {str(UID)}, "non-root, every process"
+            key = docker("exec", container, "python", "-c", ENQUEUE).stdout.strip()
+            wait_for_output(docker, container, lambda out: finished(out, "nightly_cleanup", key), 20)
+
+        def queues_the_scheduled_job(container: str) -> None:
+            wait_for_output(docker, container, lambda out: SCHEDULED in out, 10)
+
+        try:
+            with port_of_our_own(int(worker.env.get("WORKER_HEALTH_PORT", 8001))):
+                worker_run = run_then_stop(docker, run_argv(image, worker), grace, runs_a_queued_job)
+                # The scheduler, on the port the worker has just left.
+                scheduler_run = run_then_stop(
+                    docker, run_argv(image, scheduler), scheduler_grace, queues_the_scheduled_job
+                )
+        finally:
+            with Redis.from_url(services["REDIS_URL"]) as redis:
+                for key in redis.scan_iter(f"*{prefix}*"):
+                    redis.delete(key)
+
+    output, final, stopped = worker_run.output, worker_run.final, worker_run.stopped
     # The task's own line: it ran on the migrated database (no expired token to delete).
     assert re.search(r'"nightly_cleanup for \S+ removed 0 rows"', output), output
     # It exited on its own (Docker's SIGKILL would leave 137) before the grace period ended.
@@ -664,6 +651,8 @@ def test_the_worker_container_runs_as_compose_runs_it(
     assert "Traceback" not in output, output
     # WORKER_SCHEDULES=false: the scheduled job was left to the scheduler, which runs none.
     assert SCHEDULED not in output, output
+    scheduler_output, scheduler_final = scheduler_run.output, scheduler_run.final
+    scheduler_stopped = scheduler_run.stopped
     assert "Processing Job<" not in scheduler_output, scheduler_output
     assert scheduler_final["ExitCode"] == 0 and not scheduler_final["OOMKilled"], (
         f"{scheduler_final}\n{scheduler_output}"
@@ -673,13 +662,46 @@ def test_the_worker_container_runs_as_compose_runs_it(
     figures.add(
         f"Worker container, Python {DEFAULT_PYTHON}, docker-compose",
         "healthy after / stopped in (grace)",
-        f"{healthy:.1f} s / {stopped:.1f} s ({grace:.0f} s)",
+        f"{worker_run.healthy:.1f} s / {stopped:.1f} s ({grace:.0f} s)",
     )
     figures.add(
         f"Scheduler container, Python {DEFAULT_PYTHON}, docker-compose",
         "healthy after / stopped in (grace)",
-        f"{scheduler_healthy:.1f} s / {scheduler_stopped:.1f} s ({scheduler_grace:.0f} s)",
+        f"{scheduler_run.healthy:.1f} s / {scheduler_stopped:.1f} s ({scheduler_grace:.0f} s)",
     )
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    healthy: float  # Seconds until Docker's health check passed.
+    stopped: float  # Seconds `docker stop` took.
+    output: str
+    final: dict[str, Any]  # Its state once stopped.
+
+
+def run_then_stop(
+    docker: Docker, argv: list[str], grace: float, check: Callable[[str], None]
+) -> ContainerRun:
+    """Start a container, wait until it is healthy, run `check` on it, then `docker stop` it
+    with `grace` seconds; the container is removed after."""
+    container = docker("run", "--detach", *argv).stdout.strip()
+    try:
+        healthy = wait_healthy(docker, container)
+        check(container)
+        started = time.monotonic()
+        docker("stop", "--time", str(int(grace)), container, timeout=grace + 30)
+        stopped = time.monotonic() - started
+        return ContainerRun(healthy, stopped, logs(docker, container), state(docker, container))
+    finally:
+        docker("rm", "--force", container, check=False)
+
+
+def wait_for_output(docker: Docker, container: str, seen: Callable[[str], bool], timeout: float) -> None:
+    """Wait until the container's output satisfies `seen`."""
+    deadline = time.monotonic() + timeout
+    while not seen(logs(docker, container)):
+        assert time.monotonic() < deadline, logs(docker, container)
+        time.sleep(0.5)
 
 
 def finished(output: str, function: str, key: str) -> bool:
