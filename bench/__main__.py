@@ -10,6 +10,10 @@ a bare FastAPI app (bench/ceilings.py), with the same server and options; the
 three are measured back to back, alternating, for several rounds, and the median
 is kept, so a busy machine moves app and ceilings alike and the ratios hold.
 
+The list, the cached read and the write are also measured against the project the
+nearest peer template (s3rius/FastAPI-template) generates, baked with its own CLI
+from PyPI (bench/peer.py); `--no-peer` leaves it out.
+
 Also measured: Socket.IO connects and broadcasts to clients spread over two
 instances sharing Redis, background jobs (the generated worker next to SAQ alone),
 cold start to the first 200 on /health, idle RSS, and
@@ -20,6 +24,7 @@ and throughput.png to the output directory (bench/results by default).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -33,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from bench import project
+from bench import peer, project
 from bench.config import BENCH, FULL, QUICK
 from bench.endpoints import measure_endpoints
 from bench.jobs import measure_jobs
@@ -59,12 +64,20 @@ def main(argv: list[str] | None = None) -> int:
 
     step("Baking, migrating and seeding the default project")
     with project.prepared(logs, Pinning(not options.no_pin)) as baked:
+        if options.quick:
+            # The smoke run shares PostgreSQL's 100 connections with the rest of the test suite.
+            baked.env["DB_POOL_SIZE"] = "4"
         if "startup" in options.only:
             step("Baking, cold starts and idle memory")
             results["startup"] = measure_startup(baked, settings)
         if "http" in options.only:
-            step("HTTP endpoints")
-            results |= measure_endpoints(baked, settings)
+            with contextlib.ExitStack() as stack:
+                peer_project = None
+                if not options.no_peer:
+                    step(f"Baking, migrating and seeding the peer template's project ({peer.TEMPLATE})")
+                    peer_project = stack.enter_context(peer.prepared(baked))
+                step("HTTP endpoints")
+                results |= measure_endpoints(baked, settings, peer_project)
         if "socketio" in options.only:
             step("Socket.IO")
             results["socketio"] = measure_realtime(baked, settings)
@@ -95,6 +108,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--no-peer", action="store_true", help="do not bake and measure the peer template's project"
+    )
     return parser.parse_args(argv)
 
 

@@ -1,11 +1,12 @@
 """Ceilings: the generated app's handlers on a bare Starlette app and a bare FastAPI app.
 
-Served by uvicorn from a baked project's directory (so its `app` package imports),
-with the same server options and environment as the generated app. Each handler
-does the work of the generated route it stands for, with the project's own models,
-engine, session settings and cache, and nothing else: no middleware, no
-dependencies, no rate limiting, no Socket.IO wrapper. What the generated app
-loses against these is what its plumbing costs.
+Served by uvicorn from a baked project's directory (so its `app` package imports its
+models and schemas), with the same server options and environment as the generated
+app. Each handler does the work of the generated route it stands for, on SQLAlchemy's
+and redis-py's defaults (`create_async_engine(url)`, `Redis.from_url(url)`), and
+nothing else: no middleware, no dependencies, no rate limiting, no Socket.IO wrapper,
+none of the project's pool, session or client settings. What the generated app
+loses against these is what its plumbing and its settings cost.
 
 Entries: `ceilings:starlette_app`, `ceilings:fastapi_app`, `ceilings:socketio_app`
 (bare python-socketio on the same Redis channel, with a bare Starlette emit route)
@@ -31,14 +32,11 @@ from typing import Any
 
 import socketio
 from app import __version__
-from app.cache import Cache
-from app.db import create_engine
 from app.health import Liveness
 from app.items.models import Item
 from app.items.routes import ItemId
-from app.items.schemas import ItemCreate, ItemRead
+from app.items.schemas import ItemCreate, ItemPage, ItemRead
 from app.ratelimit.limiter import client_address
-from app.redis_client import RedisBreaker, create_redis
 from app.settings import get_settings
 from fastapi import FastAPI, HTTPException, status
 from fastapi.concurrency import run_in_threadpool
@@ -50,8 +48,9 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from slowapi import Limiter
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -71,10 +70,10 @@ class Handlers:
     """The work of each benchmarked route, shared by both ceilings."""
 
     def __init__(self) -> None:
-        self.engine = create_engine(settings)
+        # Library defaults: a pool of 5 plus 10 overflow, no pre-ping, default isolation.
+        self.engine = create_async_engine(settings.database_url)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.redis = create_redis(settings)
-        self.cache = Cache(self.redis, RedisBreaker(), settings.cache_ttl_seconds, settings.cache_key_prefix)
+        self.redis = None if settings.redis_url is None else Redis.from_url(settings.redis_url)
 
     async def close(self) -> None:
         if self.redis is not None:
@@ -103,15 +102,32 @@ class Handlers:
             await session.commit()
         return None if item is None else ItemRead.model_validate(item)
 
+    async def list_page(self, limit: int, offset: int) -> ItemPage:
+        # The generated GET /items: a page and the total, in one query.
+        async with self.sessionmaker() as session:
+            page = (
+                await session.execute(
+                    select(Item, func.count().over()).order_by(Item.id).limit(limit).offset(offset)
+                )
+            ).all()
+            await session.commit()
+        return ItemPage(
+            items=[ItemRead.model_validate(item) for item, _ in page],
+            total=page[0][1] if page else 0,
+            limit=limit,
+            offset=offset,
+        )
+
     async def read_through_cache(self, item_id: int) -> ItemRead | None:
-        # The body of the generated GET /items/{item_id}.
-        key = f"items:{item_id}"
-        cached = await self.cache.get(key)
+        # The body of the generated GET /items/{item_id}, on the same cache keys.
+        assert self.redis is not None
+        key = f"{settings.cache_key_prefix}items:{item_id}"
+        cached = await self.redis.get(key)
         if cached is not None:
-            return ItemRead.model_validate(cached)
+            return ItemRead.model_validate_json(cached)
         result = await self.read_from_database(item_id)
         if result is not None:
-            await self.cache.set(key, result.model_dump(mode="json"))
+            await self.redis.set(key, result.model_dump_json(), ex=settings.cache_ttl_seconds)
         return result
 
     async def create(self, payload: ItemCreate) -> ItemRead | None:
@@ -120,11 +136,10 @@ class Handlers:
             item = Item(name=payload.name, description=payload.description)
             session.add(item)
             try:
-                await session.flush()
+                await session.flush()  # INSERT ... RETURNING: the server's defaults come back with it
             except IntegrityError:
                 await session.rollback()
                 return None
-            await session.refresh(item)
             result = ItemRead.model_validate(item)
             await session.commit()
         return result
@@ -168,6 +183,12 @@ async def s_read_database(request: Request) -> Response:
     return _json(await handlers.read_from_database(request.path_params["item_id"]))
 
 
+async def s_list(request: Request) -> Response:
+    limit = int(request.query_params.get("limit", 20))
+    offset = int(request.query_params.get("offset", 0))
+    return _json(await handlers.list_page(limit, offset))
+
+
 async def s_create(request: Request) -> Response:
     payload = ItemCreate.model_validate_json(await request.body())
     created = await handlers.create(payload)
@@ -182,6 +203,7 @@ starlette_app = Starlette(
         Route("/", s_root),
         Route("/items/{item_id:int}", s_read_cached),
         Route("/db/items/{item_id:int}", s_read_database),
+        Route("/items", s_list),
         Route("/items", s_create, methods=["POST"]),
     ],
     lifespan=lifespan,
@@ -217,6 +239,11 @@ async def f_read_cached(item_id: ItemId) -> ItemRead:
 @fastapi_app.get("/db/items/{item_id}")
 async def f_read_database(item_id: ItemId) -> ItemRead:
     return _found(await handlers.read_from_database(item_id))
+
+
+@fastapi_app.get("/items")
+async def f_list(limit: int = 20, offset: int = 0) -> ItemPage:
+    return await handlers.list_page(limit, offset)
 
 
 @fastapi_app.post("/items", status_code=status.HTTP_201_CREATED)

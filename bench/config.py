@@ -29,7 +29,9 @@ UNREFUSED_LIMIT = "100000000/minute"
 TARGETS = {
     "health_vs_fastapi": 0.85,
     "cache_vs_database": 1.5,
-    "limited_vs_unlimited": 0.5,
+    "limited_vs_unlimited": 0.65,
+    "data_vs_ceiling": 0.85,
+    "vs_peer": 1.0,
     "protected_vs_public": 0.8,
     "metrics_on_vs_off": 0.9,
     "limited_p99_ms": 50.0,

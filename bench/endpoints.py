@@ -10,8 +10,9 @@ from redis import Redis
 
 from bench.collector import Collector
 from bench.config import BENCH, Settings
-from bench.load import Alternative, Row, Target, describe, measure_http
+from bench.load import Alternative, Item, Row, Target, Versus, describe, measure_http
 from bench.login import measure_login
+from bench.peer import Peer
 from bench.project import Project
 from bench.servers import Server, http_status, serving
 from toolkit.auth import mint_token
@@ -38,8 +39,12 @@ def assert_counted(server: Server, prefix: str) -> None:
             raise RuntimeError(f"GET / on {server.name} was not counted against a rate limit")
 
 
-def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
-    """Throughput, latency and CPU per request of every row, the login cost, and RSS after the load."""
+def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -> dict[str, Any]:
+    """Throughput, latency and CPU per request of every row, the login cost, and RSS after the load.
+
+    With `peer`, the list, the cached read and the write are also measured on the peer
+    template's project, in the same rounds as the generated project's.
+    """
     app = project.server("app")
     unlimited = project.server("app-unlimited", RATE_LIMIT_ENABLED="false")
     # The default limit covers writes only; here it covers GET / too, counted under a prefix of its own.
@@ -48,6 +53,14 @@ def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
         "app-limited-reads", RATE_LIMIT_DEFAULT_METHODS=",".join(ALL_METHODS), CACHE_KEY_PREFIX=limited_prefix
     )
     without_redis = project.server("app-no-redis", cwd=project.without_redis, RATE_LIMIT_ENABLED="false")
+    # SQLAlchemy's own pool sizes, for what keeping every connection (DB_MAX_OVERFLOW=0) is worth.
+    library_pool = project.server(
+        "app-no-redis-library-pool",
+        cwd=project.without_redis,
+        RATE_LIMIT_ENABLED="false",
+        DB_POOL_SIZE="5",
+        DB_MAX_OVERFLOW="10",
+    )
     without_metrics = project.server("app-no-metrics", cwd=project.without_metrics)
     without_redis_or_metrics = project.server(
         "app-no-redis-no-metrics", cwd=project.without_redis_or_metrics, RATE_LIMIT_ENABLED="false"
@@ -62,88 +75,135 @@ def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
     )
     fastapi = project.server("fastapi", "ceilings:fastapi_app")
     starlette = project.server("starlette", "ceilings:starlette_app")
+    # The write rows on a database of their own (see Project.write_database).
+    writes = {"DATABASE_URL": project.write_database}
+    app_writes = project.server("app-writes", **writes)
+    fastapi_writes = project.server("fastapi-writes", "ceilings:fastapi_app", **writes)
+    starlette_writes = project.server("starlette-writes", "ceilings:starlette_app", **writes)
     post = BENCH / "post.lua"
     signed_in = (f"Authorization: Bearer {mint_token(project.python, project.directory, project.env)}",)
     item = project.item
 
-    def row(key: str, label: str, app: Target, fastapi_path: str, script: bool = False) -> Row:
-        """The app's target against the same path (and wrk script) on both ceilings."""
-        return Row(
-            key,
-            label,
-            app,
-            Target(fastapi, fastapi_path, post if script else None),
-            Target(starlette, fastapi_path, post if script else None),
-        )
+    def row(key: str, label: str, app: Target, fastapi_path: str) -> Row:
+        """The app's target against the same path on both ceilings."""
+        return Row(key, label, app, Target(fastapi, fastapi_path), Target(starlette, fastapi_path))
 
-    # Rows in one group are measured in the same rounds, so their ratios pair up.
-    groups: list[list[Row | Alternative]] = [
-        [
-            row("health", "GET /health", Target(app, "/health"), "/health"),
-            row(
-                "health_no_metrics",
-                "GET /health, project without metrics",
-                Target(without_metrics, "/health"),
-                "/health",
-            ),
-        ],
-        [
-            row(
-                "item_db",
-                "GET /items/{id} from the database (project without Redis)*",
-                Target(without_redis, f"/items/{item}"),
-                f"/db/items/{item}",
-            ),
-            row(
-                "item_db_traced",
-                "The same read, traced (spans sent to a local OTLP endpoint)*",
-                Target(traced, f"/items/{item}"),
-                f"/db/items/{item}",
-            ),
-            row(
-                "item_db_no_metrics",
-                "The same read, project without metrics*",
-                Target(without_redis_or_metrics, f"/items/{item}"),
-                f"/db/items/{item}",
-            ),
-            row(
-                "item_cache",
-                "GET /items/{id} from the Redis cache*",
-                Target(unlimited, f"/items/{item}"),
-                f"/items/{item}",
-            ),
-            row(
-                "item_protected",
-                "The same read behind a bearer token (access token checked)*",
-                Target(protected, f"/protected/items/{item}", headers=signed_in),
-                f"/items/{item}",
-            ),
-        ],
-        [row("write", "POST /items", Target(app, "/items", post, signed_in), "/items", script=True)],
-        [
-            row("limited", "GET /, rate-limited (Redis storage)†", Target(limited, "/"), "/"),
-            row("unlimited", "GET /, rate limiting off", Target(unlimited, "/"), "/"),
-            *(
-                Alternative(key, label, Target(fastapi, f"/limited/{key}"), Target(fastapi, "/"))
-                for key, label in LIMITERS
-            ),
-        ],
+    page = "/items?limit=10"
+    cached = f"/items/{item}"
+    health = [
+        row("health", "GET /health", Target(app, "/health"), "/health"),
+        row(
+            "health_no_metrics",
+            "GET /health, project without metrics",
+            Target(without_metrics, "/health"),
+            "/health",
+        ),
     ]
+    reads: list[Item] = [
+        row(
+            "item_db",
+            "GET /items/{id} from the database (project without Redis)*",
+            Target(without_redis, f"/items/{item}"),
+            f"/db/items/{item}",
+        ),
+        row(
+            "item_db_traced",
+            "The same read, traced (spans sent to a local OTLP endpoint)*",
+            Target(traced, f"/items/{item}"),
+            f"/db/items/{item}",
+        ),
+        row(
+            "item_db_library_pool",
+            "The same read on SQLAlchemy's default pool (5 kept, 10 more opened and closed)*",
+            Target(library_pool, f"/items/{item}"),
+            f"/db/items/{item}",
+        ),
+        row(
+            "item_db_no_metrics",
+            "The same read, project without metrics*",
+            Target(without_redis_or_metrics, f"/items/{item}"),
+            f"/db/items/{item}",
+        ),
+        row("item_cache", "GET /items/{id} from the Redis cache*", Target(unlimited, cached), cached),
+        row(
+            "item_protected",
+            "The same read behind a bearer token (access token checked)*",
+            Target(protected, f"/protected/items/{item}", headers=signed_in),
+            cached,
+        ),
+    ]
+    listing: list[Item] = [
+        row("list", "GET /items?limit=10 (a page of 10 and the total)", Target(app, page), page)
+    ]
+    write = Target(app_writes, "/items", post, signed_in)
+    writing: list[Item] = [
+        Row(
+            "write",
+            "POST /items",
+            write,
+            Target(fastapi_writes, "/items", post),
+            Target(starlette_writes, "/items", post),
+        )
+    ]
+    limiting = [
+        row("limited", "GET /, rate-limited (Redis storage)†", Target(limited, "/"), "/"),
+        row("unlimited", "GET /, rate limiting off", Target(unlimited, "/"), "/"),
+        *(
+            Alternative(key, label, Target(fastapi, f"/limited/{key}"), Target(fastapi, "/"))
+            for key, label in LIMITERS
+        ),
+    ]
+    others: list[Server] = []
+    if peer is not None:
+        # The default project as generated against the peer's, each in the group of its path.
+        peer_server = peer.server(project, "peer")
+        others.append(peer_server)
+        listing.append(
+            Versus(
+                "peer_list", "List 10 rows", Target(app, page), Target(peer_server, "/api/dummy/?limit=10")
+            )
+        )
+        reads.append(
+            Versus(
+                "peer_cache",
+                "Read one value from Redis (the app: GET /items/{id} from the cache)",
+                Target(app, cached),
+                Target(peer_server, f"/api/redis/?key={peer.cache_key}"),
+            )
+        )
+        writing.append(
+            Versus(
+                "peer_write",
+                "Create a row (the peer: PUT /api/dummy/)",
+                write,
+                Target(peer_server, "/api/dummy/", post, method="PUT"),
+            )
+        )
+    # Rows in one group are measured in the same rounds, so their ratios pair up.
+    groups: list[list[Item]] = [health, reads, listing, writing, limiting]
     found: dict[str, Any] = {}
     servers = (
         app,
         unlimited,
         limited,
         without_redis,
+        library_pool,
         without_metrics,
         without_redis_or_metrics,
         protected,
         traced,
         fastapi,
         starlette,
+        app_writes,
+        fastapi_writes,
+        starlette_writes,
+        *others,
     )
     with collector, serving(*servers):
         assert_counted(limited, limited_prefix)
+        if peer is not None:
+            http_status(app.port, cached)  # caches the item the peer's key then holds
+            peer.copy_cached_item(project)
         found["auth"] = measure_login(project.python, project.directory, unlimited, settings.logins)
         http = measure_http(groups, settings, project.pinning, project.run_id)
         if not collector.exports:
@@ -156,4 +216,5 @@ def measure_endpoints(project: Project, settings: Settings) -> dict[str, Any]:
         "http": {key: asdict(value) for key, value in http.items()},
         "rows": [describe(item) for item in items if isinstance(item, Row)],
         "alternatives": [describe(item) for item in items if isinstance(item, Alternative)],
+        "peer": [describe(item) for item in items if isinstance(item, Versus)],
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import statistics
@@ -92,10 +93,12 @@ class Target:
     script: Path | None = None
     # Sent with every request (`-H`), such as a signed-in user's Authorization.
     headers: tuple[str, ...] = ()
+    # The method of the script's requests (GET without a script).
+    method: str = "POST"
 
     @property
     def key(self) -> str:
-        return f"{self.server.name} {'POST' if self.script else 'GET'} {self.path}"
+        return f"{self.server.name} {self.method if self.script else 'GET'} {self.path}"
 
 
 @dataclass
@@ -117,9 +120,24 @@ class Alternative:
     unlimited: Target
 
 
-def targets_of(item: Row | Alternative) -> tuple[Target, ...]:
+@dataclass
+class Versus:
+    """The same data path on the generated project and on the peer template's project."""
+
+    key: str
+    label: str
+    app: Target
+    peer: Target
+
+
+Item = Row | Alternative | Versus
+
+
+def targets_of(item: Item) -> tuple[Target, ...]:
     if isinstance(item, Row):
         return (item.app, item.fastapi, item.starlette)
+    if isinstance(item, Versus):
+        return (item.app, item.peer)
     return (item.limited, item.unlimited)
 
 
@@ -148,7 +166,7 @@ def rotated(items: list[Any], round_: int) -> list[Any]:
     return items[shift:] + items[:shift]
 
 
-def describe(item: Row | Alternative) -> dict[str, str]:
+def describe(item: Item) -> dict[str, str]:
     """The item for results.json, each target named by its key."""
     return {name: value.key if isinstance(value, Target) else value for name, value in vars(item).items()}
 
@@ -165,7 +183,7 @@ def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
 
 
 def measure_http(
-    items: list[list[Row | Alternative]], settings: Settings, pinning: Pinning, run_id: str
+    items: list[list[Item]], settings: Settings, pinning: Pinning, run_id: str
 ) -> dict[str, Measured]:
     """Drive every target of each group back to back, alternating the order each round."""
     groups = []
@@ -176,8 +194,12 @@ def measure_http(
                 targets.setdefault(target.key, target)
         groups.append(list(targets.values()))
 
+    runs = itertools.count()
+
     def drive(target: Target, seconds: int, tag: str) -> Load:
-        args = (f"{run_id}-{tag}-{target.server.name}",) if target.script else ()
+        # A name prefix no other run uses: a target may be in more than one group.
+        prefix = f"{run_id}-{tag}-{next(runs)}-{target.server.name}"
+        args = (prefix, target.method) if target.script else ()
         return wrk(pinning, target.server, target.path, seconds, target.script, args, target.headers)
 
     for group in groups:

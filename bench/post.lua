@@ -1,14 +1,18 @@
 -- wrk script: POST /items with a new item name on every request, from a new
 -- client address each time (X-Forwarded-For, believed from the local proxy), so
 -- each write is counted against a rate-limit budget of its own and never refused.
--- Usage: wrk -s post.lua URL/items -- NAME_PREFIX
+-- Usage: wrk -s post.lua URL/items -- NAME_PREFIX [METHOD]
 
 local prefix = "bench"
+local method = "POST"
 local counter = 0
 
 function init(args)
   if args[1] then
     prefix = args[1]
+  end
+  if args[2] then
+    method = args[2]
   end
   math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
 end
@@ -24,5 +28,5 @@ function request()
   end
   headers["Content-Type"] = "application/json"
   headers["X-Forwarded-For"] = string.format("10.%d.%d.%d", math.random(0, 255), math.random(0, 255), math.random(1, 254))
-  return wrk.format("POST", nil, headers, body)
+  return wrk.format(method, nil, headers, body)
 end

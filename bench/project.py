@@ -19,6 +19,9 @@ from toolkit.features import DEFAULT_PYTHON, ROOT
 from toolkit.processes import clean_env, run
 from toolkit.servers import drop_scratch_database, scratch_database
 
+# Rows in the read database (and the peer's): the list reads the first page of them.
+SEEDED = 100
+
 
 @dataclass
 class Project:
@@ -32,6 +35,9 @@ class Project:
     without_metrics: Path
     without_redis_or_metrics: Path
     env: dict[str, str]
+    # A database of its own for the write rows, so that the rows they add do not
+    # change what the list reads (its total counts every row).
+    write_database: str
     item: int
     logs: Path
     pinning: Pinning
@@ -76,6 +82,7 @@ def prepared(logs: Path, pinning: Pinning) -> Iterator[Project]:
         for path in baked:
             run([python, "-m", "compileall", "-q", path], ROOT)
         database = scratch_database(python, directory, DATABASE_URL, f"bench_{run_id}")
+        write_database = scratch_database(python, directory, DATABASE_URL, f"bench_{run_id}_writes")
         try:
             env = clean_env(
                 ENVIRONMENT="production",
@@ -89,26 +96,29 @@ def prepared(logs: Path, pinning: Pinning) -> Iterator[Project]:
                 RATE_LIMIT_DEFAULT=UNREFUSED_LIMIT,
                 SOCKETIO_TRANSPORTS="websocket",
             )
-            run([python, "-m", "alembic", "upgrade", "head"], directory, env)
+            for url in (database, write_database):
+                run([python, "-m", "alembic", "upgrade", "head"], directory, env | {"DATABASE_URL": url})
             item = seed(python, database)
-            yield Project(work, python, *baked, env, item, logs, pinning, run_id)
+            yield Project(work, python, *baked, env, write_database, item, logs, pinning, run_id)
         finally:
             drop_scratch_database(python, directory, DATABASE_URL, database)
+            drop_scratch_database(python, directory, DATABASE_URL, write_database)
             forget_redis_keys(prefix)
 
 
 def seed(python: Path, database: str) -> int:
-    """One item for the read benchmarks; returns its id."""
+    """SEEDED items for the reads and the list; returns the first one's id."""
     code = (
         "import asyncio, sys, asyncpg\n"
         "async def main():\n"
         "    connection = await asyncpg.connect(sys.argv[1])\n"
-        '    print(await connection.fetchval("INSERT INTO items (name, description) '
-        "VALUES ('benchmark-read', 'read by the benchmark') RETURNING id\"))\n"
+        "    rows = [(f'benchmark-read-{n}', 'read by the benchmark') for n in range(int(sys.argv[2]))]\n"
+        "    await connection.executemany('INSERT INTO items (name, description) VALUES ($1, $2)', rows)\n"
+        "    print(await connection.fetchval('SELECT min(id) FROM items'))\n"
         "    await connection.close()\n"
         "asyncio.run(main())\n"
     )
-    return int(run([python, "-c", code, database.replace("+asyncpg", "")], ROOT).stdout)
+    return int(run([python, "-c", code, database.replace("+asyncpg", ""), str(SEEDED)], ROOT).stdout)
 
 
 def forget_redis_keys(prefix: str) -> None:

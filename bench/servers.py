@@ -70,8 +70,10 @@ class Server:
         logs: Path,
         pinning: Pinning,
         extra: list[str] | None = None,
+        health: str = "/health",
     ) -> None:
         self.name = name
+        self.health = health
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [
@@ -99,11 +101,11 @@ class Server:
             )
 
     def wait_ready(self, timeout: float = 60, poll: float = 0.05) -> float:
-        """Seconds from start to the first 200 on /health."""
+        """Seconds from start to the first 200 on its health path."""
         assert self.process is not None
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
-            if http_status(self.port, timeout=0.5) == 200:
+            if http_status(self.port, self.health, timeout=0.5) == 200:
                 return time.perf_counter() - self.started_at
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited {self.process.returncode}:\n{self.tail()}")

@@ -13,16 +13,18 @@ from app.items.routes import router as items_router
 from app.realtime.bridge import router as realtime_router
 {% endif %}
 
+# FastAPI tries each router's routes in this order on every request: the most
+# requested first, the sign-in routes last (a new resource goes before them).
 ROUTERS: list[APIRouter] = [
     health.router,
     meta.router,
-{% if cookiecutter.use_auth %}
-    auth_router,
-{% endif %}
 {% if cookiecutter.use_postgres %}
     items_router,
 {% endif %}
 {% if cookiecutter.use_socketio %}
     realtime_router,
+{% endif %}
+{% if cookiecutter.use_auth %}
+    auth_router,
 {% endif %}
 ]

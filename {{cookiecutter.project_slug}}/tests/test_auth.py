@@ -2,6 +2,7 @@
 refused, API keys, roles, the login lock, cookies with CSRF, registration."""
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.auth import passwords
 from app.auth.models import User
-from app.auth.tokens import ALGORITHM, AUDIENCE, ISSUER, issue_access_token, signing_key
+from app.auth.tokens import (
+    ALGORITHM,
+    AUDIENCE,
+    ISSUER,
+    issue_access_token,
+    read_access_token,
+    signing_key,
+)
 from app.settings import Settings
 from tests.auth import PASSWORD, create_user
 from tests.support import client_for
@@ -218,6 +226,28 @@ async def test_tokens_that_are_expired_forged_or_for_someone_else_are_refused(
 
     assert accepted.status_code == 201
     assert answers == dict.fromkeys(refused, 401)
+
+
+async def test_a_token_verified_before_is_refused_once_it_expires(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = forged(settings, exp=datetime.now(UTC) + timedelta(seconds=30))
+    first = read_access_token(token, settings)
+    again = read_access_token(token, settings)  # from the tokens already verified
+    later = time.time() + 31
+    monkeypatch.setattr(time, "time", lambda: later)
+
+    assert first is not None
+    assert again == first
+    assert read_access_token(token, settings) is None
+
+
+async def test_a_token_verified_under_one_key_is_refused_under_another(settings: Settings) -> None:
+    token = issue_access_token("1", frozenset({"write"}), settings)
+    other = settings.model_copy(update={"secret_key": SecretStr("o" * 40)})
+
+    assert read_access_token(token, settings) is not None
+    assert read_access_token(token, other) is None
 
 
 async def test_tokens_signed_with_the_previous_key_count_during_a_rotation(

@@ -2,13 +2,16 @@
 behind refresh tokens and API keys.
 
 An access token is checked without the database: its signature, algorithm, expiry,
-issuer and audience. It lives ACCESS_TOKEN_MINUTES, so a revoked session or a
-deactivated user keeps access until then at most.
+issuer and audience, once; then its expiry alone on each request, until it expires.
+It lives ACCESS_TOKEN_MINUTES, so a revoked session or a deactivated user keeps
+access until then at most.
 """
 
+import functools
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +24,10 @@ ISSUER = "{{ cookiecutter.project_slug }}"
 AUDIENCE = "{{ cookiecutter.project_slug }}:api"
 # API keys start with this, so a bearer value is told apart from a JWT at a glance.
 API_KEY_START = "sk_"
+# A client sends the same access token with every request until it expires, and
+# verifying it costs more than most requests' own work: tokens already verified are
+# kept with their claims and expiry, under the keys that verified them.
+VERIFIED_MAX_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -29,18 +36,22 @@ class AccessClaims:
     scopes: frozenset[str]
 
 
+_verified: dict[tuple[str, tuple[bytes, ...]], tuple[AccessClaims, float]] = {}
+
+
+@functools.cache
 def signing_key(secret_key: str) -> bytes:
     """A key for JWTs alone, derived from SECRET_KEY (so nothing else is signed with the
     same key), and always 32 bytes, however short SECRET_KEY is in development."""
     return hmac.new(secret_key.encode(), b"access-token", hashlib.sha256).digest()
 
 
-def verification_keys(settings: Settings) -> list[bytes]:
+def verification_keys(settings: Settings) -> tuple[bytes, ...]:
     """The current key, then the previous one while a rotation is under way."""
     keys = [settings.secret_key]
     if settings.secret_key_previous is not None:
         keys.append(settings.secret_key_previous)
-    return [signing_key(key.get_secret_value()) for key in keys]
+    return tuple(signing_key(key.get_secret_value()) for key in keys)
 
 
 def issue_access_token(subject: str, scopes: frozenset[str], settings: Settings) -> str:
@@ -60,9 +71,17 @@ def read_access_token(token: object, settings: Settings) -> AccessClaims | None:
     """The claims of a valid access token, else None (whatever is wrong with it)."""
     if not isinstance(token, str) or not token:
         return None
-    for key in verification_keys(settings):
+    keys = verification_keys(settings)
+    known = _verified.get((token, keys))
+    if known is not None:
+        claims, expires_at = known
+        if time.time() < expires_at:
+            return claims
+        del _verified[token, keys]
+        return None
+    for key in keys:
         try:
-            claims = jwt.decode(
+            decoded = jwt.decode(
                 token,
                 key,
                 # Pinned: the token's own header never chooses the algorithm.
@@ -75,10 +94,14 @@ def read_access_token(token: object, settings: Settings) -> AccessClaims | None:
             continue
         except jwt.InvalidTokenError:
             return None
-        scope = claims.get("scope", "")
+        scope = decoded.get("scope", "")
         if not isinstance(scope, str):
             return None
-        return AccessClaims(subject=str(claims["sub"]), scopes=frozenset(scope.split()))
+        claims = AccessClaims(subject=str(decoded["sub"]), scopes=frozenset(scope.split()))
+        if len(_verified) >= VERIFIED_MAX_ENTRIES:
+            _verified.clear()
+        _verified[token, keys] = (claims, float(decoded["exp"]))
+        return claims
     return None
 
 
