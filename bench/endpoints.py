@@ -10,7 +10,7 @@ from redis import Redis
 
 from bench.collector import Collector
 from bench.config import BENCH, Settings
-from bench.load import Alternative, Item, Row, Target, Versus, describe, measure_http
+from bench.load import Alternative, Group, Item, Row, Target, Versus, describe, measure_http
 from bench.login import measure_login
 from bench.peer import Peer
 from bench.project import Project
@@ -153,11 +153,9 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
             for key, label in LIMITERS
         ),
     ]
-    others: list[Server] = []
     if peer is not None:
         # The default project as generated against the peer's, each in the group of its path.
         peer_server = peer.server(project, "peer")
-        others.append(peer_server)
         listing.append(
             Versus(
                 "peer_list", "List 10 rows", Target(app, page), Target(peer_server, "/api/dummy/?limit=10")
@@ -179,39 +177,33 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
                 Target(peer_server, "/api/dummy/", post, method="PUT"),
             )
         )
-    # Rows in one group are measured in the same rounds, so their ratios pair up.
-    groups: list[list[Item]] = [health, reads, listing, writing, limiting]
     found: dict[str, Any] = {}
-    servers = (
-        app,
-        unlimited,
-        limited,
-        without_redis,
-        library_pool,
-        without_metrics,
-        without_redis_or_metrics,
-        protected,
-        traced,
-        fastapi,
-        starlette,
-        app_writes,
-        fastapi_writes,
-        starlette_writes,
-        *others,
-    )
-    with collector, serving(*servers):
-        assert_counted(limited, limited_prefix)
-        if peer is not None:
-            http_status(app.port, cached)  # caches the item the peer's key then holds
-            peer.copy_cached_item(project)
-        found["auth"] = measure_login(project.python, project.directory, unlimited, settings.logins)
-        http = measure_http(groups, settings, project.pinning, project.run_id)
-        if not collector.exports:
-            raise RuntimeError("the traced instance sent no spans: its row measured no tracing")
-        found["tracing"] = {"exports": collector.exports, "megabytes": collector.bytes / 1e6}
+
+    def cache_for_peer() -> None:
+        assert peer is not None
+        http_status(app.port, cached)  # caches the item the peer's key then holds
+        peer.copy_cached_item(project)
+
+    def rss_after_load() -> None:
         time.sleep(1.0)
         found["rss_after_load_mb"] = app.rss_mb()
-    items = [item for group in groups for item in group]
+
+    groups = [
+        Group(health),
+        Group(reads, ready=None if peer is None else cache_for_peer),
+        # The last group that drives `app`.
+        Group(listing, done=rss_after_load),
+        Group(writing),
+        Group(limiting, ready=lambda: assert_counted(limited, limited_prefix)),
+    ]
+    with serving(unlimited):
+        found["auth"] = measure_login(project.python, project.directory, unlimited, settings.logins)
+    with collector:
+        http = measure_http(groups, settings, project.pinning, project.run_id)
+    if not collector.exports:
+        raise RuntimeError("the traced instance sent no spans: its row measured no tracing")
+    found["tracing"] = {"exports": collector.exports, "megabytes": collector.bytes / 1e6}
+    items = [item for group in groups for item in group.items]
     return found | {
         "http": {key: asdict(value) for key, value in http.items()},
         "rows": [describe(item) for item in items if isinstance(item, Row)],

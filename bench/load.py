@@ -7,12 +7,13 @@ import math
 import re
 import statistics
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.config import CONNECTIONS, Settings
-from bench.servers import Pinning, Server, http_status
+from bench.servers import Pinning, Server, http_status, serving
 
 
 @dataclass
@@ -182,18 +183,42 @@ def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
     return statistics.median(ratios) if ratios else math.nan
 
 
-def measure_http(
-    items: list[list[Item]], settings: Settings, pinning: Pinning, run_id: str
-) -> dict[str, Measured]:
-    """Drive every target of each group back to back, alternating the order each round."""
-    groups = []
-    for group in items:
-        targets: dict[str, Target] = {}
-        for item in group:
-            for target in targets_of(item):
-                targets.setdefault(target.key, target)
-        groups.append(list(targets.values()))
+def summary(load: Load) -> str:
+    return (
+        f"{load.rps:8.0f} req/s  p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms  "
+        f"CPU {load.cpu_us:5.0f} µs/req"
+    )
 
+
+@dataclass
+class Group:
+    """Rows measured in the same rounds, so their ratios pair up, with only their servers running.
+
+    One group at a time keeps the run within PostgreSQL's connection limit: each
+    generated app keeps every connection its pool opens.
+    """
+
+    items: list[Item]
+    # Called once the group's servers answer, before anything is timed.
+    ready: Callable[[], None] | None = None
+    # Called after the group's last round, before its servers stop.
+    done: Callable[[], None] | None = None
+
+    def targets(self) -> list[Target]:
+        found: dict[str, Target] = {}
+        for item in self.items:
+            for target in targets_of(item):
+                found.setdefault(target.key, target)
+        return list(found.values())
+
+    def servers(self) -> list[Server]:
+        return list({target.server.name: target.server for target in self.targets()}.values())
+
+
+def measure_http(
+    groups: list[Group], settings: Settings, pinning: Pinning, run_id: str
+) -> dict[str, Measured]:
+    """Each group in turn: its targets back to back, in an order that rotates each round."""
     runs = itertools.count()
 
     def drive(target: Target, seconds: int, tag: str) -> Load:
@@ -202,28 +227,33 @@ def measure_http(
         args = (prefix, target.method) if target.script else ()
         return wrk(pinning, target.server, target.path, seconds, target.script, args, target.headers)
 
+    loads: dict[str, list[Load]] = {}
     for group in groups:
-        for target in group:
-            if target.script is None:
-                # Fill caches and connection pools before anything is timed.
-                for _ in range(3):
-                    if http_status(target.server.port, target.path, 10, target.headers) != 200:
-                        raise RuntimeError(f"{target.key} does not answer 200")
-            if settings.warmup:
-                drive(target, settings.warmup, "warmup")
-            elif target.script is not None:
-                # A write is not warmed by the GETs above: in a --quick run, 64 first
-                # writes at once on a busy machine can all end after the timed second.
-                drive(target, 1, "warmup")
-    loads: dict[str, list[Load]] = {target.key: [] for group in groups for target in group}
-    for round_ in range(settings.rounds):
-        for group in groups:
-            for target in rotated(group, round_):
-                load = drive(target, settings.seconds, f"r{round_}")
-                loads[target.key].append(load)
-                print(
-                    f"  round {round_ + 1}: {target.key:<40} {load.rps:8.0f} req/s  "
-                    f"p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms  CPU {load.cpu_us:5.0f} µs/req",
-                    flush=True,
-                )
+        targets = group.targets()
+        with serving(*group.servers()):
+            if group.ready is not None:
+                group.ready()
+            for target in targets:
+                if target.script is None:
+                    # Fill caches and connection pools before anything is timed.
+                    for _ in range(3):
+                        if http_status(target.server.port, target.path, 10, target.headers) != 200:
+                            raise RuntimeError(f"{target.key} does not answer 200")
+                if settings.warmup:
+                    drive(target, settings.warmup, "warmup")
+                elif target.script is not None:
+                    # A write is not warmed by the GETs above: in a --quick run, 64 first
+                    # writes at once on a busy machine can all end after the timed second.
+                    drive(target, 1, "warmup")
+            for target in targets:
+                if target.key in loads:
+                    raise ValueError(f"{target.key} is in two groups: their rounds would mix")
+                loads[target.key] = []
+            for round_ in range(settings.rounds):
+                for target in rotated(targets, round_):
+                    load = drive(target, settings.seconds, f"r{round_}")
+                    loads[target.key].append(load)
+                    print(f"  round {round_ + 1}: {target.key:<40} {summary(load)}", flush=True)
+            if group.done is not None:
+                group.done()
     return {key: median_of(values) for key, values in loads.items()}

@@ -93,8 +93,9 @@ def render(results: dict[str, Any]) -> str:
         kept = paired_ratio(http[by_key["item_db"]["app"]], http[by_key["item_db_library_pool"]["app"]])
         lines += [
             "",
-            f"Pool: the database read with every connection kept (10, no overflow) ÷ on SQLAlchemy's "
-            f"default sizes (5 kept, 10 more opened and closed again under load) {kept:.2f}.",
+            "Pool: the database read with every connection kept (the project's pool, no overflow) "
+            "÷ on SQLAlchemy's default sizes (5 kept, 10 more opened and closed again under load) "
+            f"{kept:.2f}.",
         ]
     auth = results.get("auth")
     if auth:

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     # Every connection is kept once opened: under load, SQLAlchemy closes an overflow
     # connection as soon as it is returned, so each burst would pay a new handshake
     # and login (the README's "What the settings cost" has the figures).
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(default=15, ge=1)
     db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout: float = Field(default=10.0, gt=0)
     # Below the 10-minute idle cut of several platform proxies.
