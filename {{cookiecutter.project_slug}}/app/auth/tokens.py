@@ -77,7 +77,7 @@ def read_access_token(token: object, settings: Settings) -> AccessClaims | None:
         claims, expires_at = known
         if time.time() < expires_at:
             return claims
-        del _verified[token, keys]
+        _verified.pop((token, keys), None)
         return None
     for key in keys:
         try:
