@@ -99,30 +99,21 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
             "/health",
         ),
     ]
-    reads: list[Item] = [
-        row(
-            "item_db",
-            "GET /items/{id} from the database (project without Redis)*",
-            Target(without_redis, f"/items/{item}"),
-            f"/db/items/{item}",
-        ),
-        row(
-            "item_db_traced",
-            "The same read, traced (spans sent to a local OTLP endpoint)*",
-            Target(traced, f"/items/{item}"),
-            f"/db/items/{item}",
-        ),
-        row(
+    # The database read, then the same read on variants of the project.
+    database_reads = (
+        ("item_db", "GET /items/{id} from the database (project without Redis)*", without_redis),
+        ("item_db_traced", "The same read, traced (spans sent to a local OTLP endpoint)*", traced),
+        (
             "item_db_library_pool",
             "The same read on SQLAlchemy's default pool (5 kept, 10 more opened and closed)*",
-            Target(library_pool, f"/items/{item}"),
-            f"/db/items/{item}",
+            library_pool,
         ),
-        row(
-            "item_db_no_metrics",
-            "The same read, project without metrics*",
-            Target(without_redis_or_metrics, f"/items/{item}"),
-            f"/db/items/{item}",
+        ("item_db_no_metrics", "The same read, project without metrics*", without_redis_or_metrics),
+    )
+    reads: list[Item] = [
+        *(
+            row(key, label, Target(server, f"/items/{item}"), f"/db/items/{item}")
+            for key, label, server in database_reads
         ),
         row("item_cache", "GET /items/{id} from the Redis cache*", Target(unlimited, cached), cached),
         row(
