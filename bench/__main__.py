@@ -1,6 +1,6 @@
 """Benchmark the default generated project against bare Starlette and FastAPI ceilings.
 
-    make bench                                # the full run, about eleven minutes
+    make bench                                # the full run, about eighteen minutes
     .venv/bin/python -m bench --quick         # seconds per endpoint: checks the script works
 
 It bakes the default project, serves it with uvicorn on real PostgreSQL and Redis
@@ -15,7 +15,8 @@ nearest peer template (s3rius/FastAPI-template) generates, baked with its own CL
 from PyPI (bench/peer.py); `--no-peer` leaves it out.
 
 Also measured: Socket.IO connects and broadcasts to clients spread over two
-instances sharing Redis, background jobs (the generated worker next to SAQ alone),
+instances sharing Redis (and the same broadcasts on the app's plain WebSocket
+path), background jobs (the generated worker next to SAQ alone),
 cold start to the first 200 on /health, idle RSS, and
 the time to bake the default project. Writes results.json, results.md (printed)
 and throughput.png to the output directory (bench/results by default).

@@ -9,8 +9,7 @@ none of the project's pool, session or client settings. What the generated app
 loses against these is what its plumbing and its settings cost.
 
 Entries: `ceilings:starlette_app`, `ceilings:fastapi_app`, `ceilings:socketio_app`
-(bare python-socketio on the same Redis channel, with a bare Starlette emit route)
-and `ceilings:plain_websocket_app` (the same broadcasts on plain WebSockets).
+(bare python-socketio on the same Redis channel, with a bare Starlette emit route).
 
 `fastapi_app` also serves GET / behind four ways to apply the same Redis-backed
 limit, the alternatives the report compares: slowapi with its storage calls in
@@ -23,8 +22,6 @@ decorator do), and the async storage of `limits`, the library slowapi is built o
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -54,8 +51,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.routing import Route
 
 settings = get_settings()
 
@@ -350,89 +346,4 @@ socketio_app = socketio.ASGIApp(
         ],
         lifespan=_sio_lifespan,
     ),
-)
-
-
-# --- plain WebSocket fan-out: the floor under python-socketio ------------------------------
-#
-# Just enough of the protocol for bench/sio_clients.py (Engine.IO 4 open and pings,
-# Socket.IO 5 connect, `join` with an acknowledgement, events), on Starlette's
-# WebSocket, with emits fanned out through Redis pub/sub like the Redis manager's:
-# one `send_text` per client, in turn, without python-socketio's task and queue per
-# client and event.
-
-PLAIN_CHANNEL = f"{settings.cache_key_prefix}plain-ws"
-plain_rooms: dict[str, set[WebSocket]] = {}
-OPEN_PACKET = "0" + json.dumps(
-    {"sid": "plain", "upgrades": [], "pingInterval": 25000, "pingTimeout": 20000, "maxPayload": 1000000}
-)
-
-
-async def plain_socket(websocket: WebSocket) -> None:
-    await websocket.accept()
-    await websocket.send_text(OPEN_PACKET)
-    rooms: list[str] = []
-    try:
-        while True:
-            text = await websocket.receive_text()
-            if text == "40":
-                await websocket.send_text('40{"sid":"plain"}')
-            elif text.startswith("42"):
-                bracket = text.index("[")
-                ack = text[2:bracket]
-                name, data = json.loads(text[bracket:])
-                if name == "join":
-                    plain_rooms.setdefault(data["room"], set()).add(websocket)
-                    rooms.append(data["room"])
-                if ack:
-                    await websocket.send_text(f"43{ack}" + json.dumps([{"ok": True}]))
-    except WebSocketDisconnect:
-        pass
-    finally:
-        for room in rooms:
-            plain_rooms[room].discard(websocket)
-
-
-async def plain_fan_out(redis: Redis) -> None:
-    async with redis.pubsub() as pubsub:
-        await pubsub.subscribe(PLAIN_CHANNEL)
-        async for message in pubsub.listen():
-            if message["type"] != "message":
-                continue
-            emit = json.loads(message["data"])
-            packet = "42" + json.dumps([emit["event"], emit["data"]])
-            for websocket in list(plain_rooms.get(emit["room"], ())):
-                with contextlib.suppress(Exception):  # a client that just left
-                    await websocket.send_text(packet)
-
-
-async def plain_emit(request: Request) -> Response:
-    payload = await request.json()
-    emit = {
-        "room": request.path_params["room"],
-        "event": payload.get("event", "message"),
-        "data": payload.get("data", {}),
-    }
-    await handlers.redis.publish(PLAIN_CHANNEL, json.dumps(emit))  # type: ignore[union-attr]
-    return JSONResponse({"room": emit["room"]}, status_code=202)
-
-
-@asynccontextmanager
-async def _plain_lifespan(app: Any) -> AsyncIterator[None]:
-    async with lifespan(app):
-        listener = asyncio.create_task(plain_fan_out(handlers.redis))  # type: ignore[arg-type]
-        try:
-            yield
-        finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
-
-
-plain_websocket_app = Starlette(
-    routes=[
-        Route("/health", s_health),
-        Route("/realtime/rooms/{room}/emit", plain_emit, methods=["POST"]),
-        WebSocketRoute("/socket.io/", plain_socket),
-    ],
-    lifespan=_plain_lifespan,
 )

@@ -14,6 +14,7 @@ from bench.load import Alternative, Group, Item, Row, Target, Versus, describe, 
 from bench.login import measure_login
 from bench.peer import Peer
 from bench.project import Project
+from bench.rows import CommittedRows
 from bench.servers import Server, http_status, serving
 from toolkit.auth import mint_token
 from toolkit.bakery import REDIS_URL
@@ -126,7 +127,9 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
     listing: list[Item] = [
         row("list", "GET /items?limit=10 (a page of 10 and the total)", Target(app, page), page)
     ]
-    write = Target(app_writes, "/items", post, signed_in)
+    # The rows the write commits are counted too, for the comparison with the peer.
+    counters = [CommittedRows(project.python, project.write_database, "items")]
+    write = Target(app_writes, "/items", post, signed_in, rows=counters[0])
     writing: list[Item] = [
         Row(
             "write",
@@ -160,12 +163,15 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
                 Target(peer_server, f"/api/redis/?key={peer.cache_key}"),
             )
         )
+        # Also rated by the rows it stores a second: the peer commits after responding.
+        peer_rows = CommittedRows(project.python, peer.database, "dummy_model")
+        counters.append(peer_rows)
         writing.append(
             Versus(
                 "peer_write",
                 "Create a row (the peer: PUT /api/dummy/)",
                 write,
-                Target(peer_server, "/api/dummy/", post, method="PUT"),
+                Target(peer_server, "/api/dummy/", post, method="PUT", rows=peer_rows),
             )
         )
     found: dict[str, Any] = {}
@@ -189,8 +195,12 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
     ]
     with serving(unlimited):
         found["auth"] = measure_login(project.python, project.directory, unlimited, settings.logins)
-    with collector:
-        http = measure_http(groups, settings, project.pinning, project.run_id)
+    try:
+        with collector:
+            http = measure_http(groups, settings, project.pinning, project.run_id)
+    finally:
+        for counter in counters:
+            counter.close()
     if not collector.exports:
         raise RuntimeError("the traced instance sent no spans: its row measured no tracing")
     found["tracing"] = {"exports": collector.exports, "megabytes": collector.bytes / 1e6}

@@ -7,13 +7,15 @@ import math
 import re
 import statistics
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.config import CONNECTIONS, Settings
-from bench.servers import Pinning, Server, http_status, serving
+from bench.rows import CommittedRows
+from bench.servers import Pinning, Server, http_status, serving, wait_until_idle
 
 
 @dataclass
@@ -25,6 +27,8 @@ class Load:
     # The server's CPU time per request (user + system): steadier than throughput
     # on a busy machine, since time the server waits for a CPU is not counted.
     cpu_us: float = 0.0
+    # For a target whose rows are counted: rows committed a second, to the last commit.
+    committed_per_s: float | None = None
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -96,6 +100,8 @@ class Target:
     headers: tuple[str, ...] = ()
     # The method of the script's requests (GET without a script).
     method: str = "POST"
+    # A write's table, counted to rate it by the rows it stores rather than its responses.
+    rows: CommittedRows | None = None
 
     @property
     def key(self) -> str:
@@ -148,6 +154,7 @@ class Measured:
     p50_ms: float
     p99_ms: float
     cpu_us: float
+    committed_per_s: float | None = None
     rounds: list[Load] = field(default_factory=list)
 
 
@@ -157,6 +164,9 @@ def median_of(loads: list[Load]) -> Measured:
         p50_ms=statistics.median(load.p50_ms for load in loads),
         p99_ms=statistics.median(load.p99_ms for load in loads),
         cpu_us=statistics.median(load.cpu_us for load in loads),
+        committed_per_s=None
+        if loads[0].committed_per_s is None
+        else statistics.median(load.committed_per_s or 0.0 for load in loads),
         rounds=loads,
     )
 
@@ -172,21 +182,23 @@ def describe(item: Item) -> dict[str, str]:
     return {name: value.key if isinstance(value, Target) else value for name, value in vars(item).items()}
 
 
-def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+def paired_ratio(a: dict[str, Any], b: dict[str, Any], key: str = "rps") -> float:
     """The median over rounds of a's throughput ÷ b's, each pair measured back to back.
 
     On a shared machine the speed of a CPU drifts by tens of percent within
     seconds; a ratio taken within a round sees both sides at about the same speed.
+    `key` "committed_per_s" compares rows stored instead of responses.
     """
     # A round where b answered nothing (a --quick run on a busy machine) has no ratio.
-    ratios = [x["rps"] / y["rps"] for x, y in zip(a["rounds"], b["rounds"], strict=True) if y["rps"]]
+    ratios = [x[key] / y[key] for x, y in zip(a["rounds"], b["rounds"], strict=True) if y[key]]
     return statistics.median(ratios) if ratios else math.nan
 
 
 def summary(load: Load) -> str:
+    committed = "" if load.committed_per_s is None else f"  {load.committed_per_s:6.0f} rows committed/s"
     return (
         f"{load.rps:8.0f} req/s  p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms  "
-        f"CPU {load.cpu_us:5.0f} µs/req"
+        f"CPU {load.cpu_us:5.0f} µs/req{committed}"
     )
 
 
@@ -221,16 +233,24 @@ def measure_http(
     """Each group in turn: its targets back to back, in an order that rotates each round."""
     runs = itertools.count()
 
-    def drive(target: Target, seconds: int, tag: str) -> Load:
+    def drive(target: Target, seconds: int, tag: str, servers: list[Server]) -> Load:
+        """Drive `target`, then wait until none of `servers` is still busy with it."""
         # A name prefix no other run uses: a target may be in more than one group.
         prefix = f"{run_id}-{tag}-{next(runs)}-{target.server.name}"
         args = (prefix, target.method) if target.script else ()
-        return wrk(pinning, target.server, target.path, seconds, target.script, args, target.headers)
+        before = target.rows.count() if target.rows is not None else 0
+        started = time.perf_counter()
+        load = wrk(pinning, target.server, target.path, seconds, target.script, args, target.headers)
+        if target.rows is not None:
+            load.committed_per_s = target.rows.rate_since(before, started)
+        wait_until_idle(servers)
+        return load
 
     loads: dict[str, list[Load]] = {}
     for group in groups:
         targets = group.targets()
-        with serving(*group.servers()):
+        servers = group.servers()
+        with serving(*servers):
             if group.ready is not None:
                 group.ready()
             for target in targets:
@@ -240,18 +260,18 @@ def measure_http(
                         if http_status(target.server.port, target.path, 10, target.headers) != 200:
                             raise RuntimeError(f"{target.key} does not answer 200")
                 if settings.warmup:
-                    drive(target, settings.warmup, "warmup")
+                    drive(target, settings.warmup, "warmup", servers)
                 elif target.script is not None:
                     # A write is not warmed by the GETs above: in a --quick run, 64 first
                     # writes at once on a busy machine can all end after the timed second.
-                    drive(target, 1, "warmup")
+                    drive(target, 1, "warmup", servers)
             for target in targets:
                 if target.key in loads:
                     raise ValueError(f"{target.key} is in two groups: their rounds would mix")
                 loads[target.key] = []
             for round_ in range(settings.rounds):
                 for target in rotated(targets, round_):
-                    load = drive(target, settings.seconds, f"r{round_}")
+                    load = drive(target, settings.seconds, f"r{round_}", servers)
                     loads[target.key].append(load)
                     print(f"  round {round_ + 1}: {target.key:<40} {summary(load)}", flush=True)
             if group.done is not None:

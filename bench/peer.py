@@ -54,6 +54,8 @@ class Peer:
     directory: Path
     python: Path
     env: dict[str, str]
+    # Its database's URL (its settings take it in parts).
+    database: str
     # The Redis key its GET /api/redis/ reads: the generated project's cached item, as stored.
     cache_key: str
 
@@ -96,7 +98,7 @@ def prepared(project: Project) -> Iterator[Peer]:
             "asyncio.run(main())\n"
         )
         run([python, "-c", seed, database.replace("+asyncpg", "")], ROOT)
-        yield Peer(project.work / NAME, python, env, f"{project.env['CACHE_KEY_PREFIX']}peer-item")
+        yield Peer(project.work / NAME, python, env, database, f"{project.env['CACHE_KEY_PREFIX']}peer-item")
 
 
 def bake_peer(work: Path) -> Path:

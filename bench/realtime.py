@@ -1,4 +1,8 @@
-"""Socket.IO: clients spread over two instances sharing Redis, broadcasts through one HTTP route."""
+"""Realtime: clients spread over two instances sharing Redis, broadcasts through one HTTP route.
+
+Socket.IO clients get the broadcasts of `POST /realtime/rooms/{room}/emit`; listeners on
+the app's plain WebSocket path (`/realtime/ws/{room}`), those of `.../broadcast`.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +30,12 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def measure_socketio(
-    pair: tuple[Server, Server], python: Path, settings: Settings, pinning: Pinning
+    pair: tuple[Server, Server], python: Path, settings: Settings, pinning: Pinning, plain: bool = False
 ) -> dict[str, Any]:
-    """Connect clients spread over two instances, then broadcast to them through one instance's HTTP route."""
+    """Connect clients spread over two instances, then broadcast to them through one instance's HTTP route.
+
+    With `plain`, the clients listen on the plain WebSocket path instead of speaking Socket.IO.
+    """
     room = f"bench-{uuid.uuid4().hex[:8]}"
     urls = [server.url for server in pair]
     counts = [settings.sio_clients // settings.sio_processes] * settings.sio_processes
@@ -48,6 +55,7 @@ def measure_socketio(
                     str(count),
                     "--room",
                     room,
+                    *(["--plain"] if plain else []),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -67,7 +75,7 @@ def measure_socketio(
 
             def emit(index: int, phase: str) -> None:
                 sent = time.time()
-                url = f"{urls[index % 2]}/realtime/rooms/{room}/emit"
+                url = f"{urls[index % 2]}/realtime/rooms/{room}/{'broadcast' if plain else 'emit'}"
                 answer = client.post(url, json={"event": "tick", "data": {"t": sent, "phase": phase}})
                 if answer.status_code != 202:
                     raise RuntimeError(f"emit answered {answer.status_code}: {answer.text}")
@@ -126,7 +134,8 @@ def measure_socketio(
 
 
 def measure_realtime(project: Project, settings: Settings) -> dict[str, Any]:
-    """The app, bare python-socketio and plain WebSockets, two instances each, in rotating rounds."""
+    """The app's Socket.IO, bare python-socketio and the app's plain WebSocket path, two instances
+    each, in rotating rounds."""
     # Two instances and their clients: more processes than CPUs here, so none is pinned.
     free = Pinning(False)
 
@@ -136,13 +145,13 @@ def measure_realtime(project: Project, settings: Settings) -> dict[str, Any]:
     pairs = {
         "app": pair("sio-app", "app.main:app"),
         "ceiling": pair("sio-bare", "ceilings:socketio_app"),
-        "plain": pair("ws-plain", "ceilings:plain_websocket_app"),
+        "plain": pair("ws-app", "app.main:app"),
     }
     rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in pairs}
     for round_ in range(settings.sio_rounds):
         for kind in rotated(list(pairs), round_):
             with serving(*pairs[kind]):
-                found = measure_socketio(pairs[kind], project.python, settings, free)
+                found = measure_socketio(pairs[kind], project.python, settings, free, plain=kind == "plain")
             rounds[kind].append(found)
             print(
                 f"  round {round_ + 1}: {kind:<8} {found['connects_per_s']:6.0f} connects/s  "

@@ -38,6 +38,11 @@ def throughput_and_latency(measured: dict[str, Any]) -> str:
     return f"{measured['rps']:,.0f} | {measured['p50_ms']:.1f} / {measured['p99_ms']:.1f}"
 
 
+def committed(*measured: dict[str, Any]) -> bool:
+    """Whether the rows these targets stored were counted (the writes)."""
+    return all(item.get("committed_per_s") is not None for item in measured)
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
@@ -134,7 +139,9 @@ def render(results: dict[str, Any]) -> str:
             "from PyPI: REST, PostgreSQL with SQLAlchemy and Alembic, Redis, its example model), baked "
             "with its own CLI and dependencies, same server options, same PostgreSQL and Redis, same "
             "rounds. The app commits before it responds and its list returns the total; the peer's list "
-            "counts nothing.",
+            "counts nothing. The peer commits its writes after responding, so its responses a second "
+            "run ahead of what it stores: the writes are also rated by the rows each project commits "
+            "a second, counted in its database from the start of the load to its last commit.",
             "",
             "| Data path | App req/s | App p50 / p99 ms | Peer req/s | Peer p50 / p99 ms | App ÷ peer |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -145,6 +152,12 @@ def render(results: dict[str, Any]) -> str:
                 f"| {pair['label']} | {throughput_and_latency(ours)} | {throughput_and_latency(theirs)} "
                 f"| {paired_ratio(ours, theirs):.2f} |"
             )
+            if committed(ours, theirs):
+                lines.append(
+                    f"| The same, rows committed a second | {ours['committed_per_s']:,.0f} | - "
+                    f"| {theirs['committed_per_s']:,.0f} | - "
+                    f"| {paired_ratio(ours, theirs, 'committed_per_s'):.2f} |"
+                )
     sio = results.get("socketio")
     if sio:
         app, bare, plain = sio["app"], sio["ceiling"], sio["plain"]
@@ -155,10 +168,11 @@ def render(results: dict[str, Any]) -> str:
             f"`POST /realtime/rooms/{{room}}/emit` for latency (after {options['sio_warmup']} unmeasured), "
             f"then {options['sio_burst']} back to back for throughput; "
             f"medians of {options['sio_rounds']} rounds in rotating order; no process pinned. "
-            "Plain WebSockets: the same clients and broadcasts on a Starlette WebSocket route that speaks "
-            "just enough of the protocol, one send per client, fanned out through Redis pub/sub.",
+            "Plain WebSocket path: the same number of clients on the app's `/realtime/ws/{room}`, "
+            "the same broadcasts sent through `POST /realtime/rooms/{room}/broadcast` (one send per "
+            "client, fanned out through Redis pub/sub).",
             "",
-            "| Socket.IO | App | Bare python-socketio | App ÷ bare | Plain WebSockets |",
+            "| Socket.IO | App | Bare python-socketio | App ÷ bare | App, plain WebSocket path |",
             "| --- | ---: | ---: | ---: | ---: |",
         ]
         for key, label, digits in (
@@ -285,20 +299,24 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             ),
         ]
         for pair in results.get("peer", []):
-            ratio = paired_ratio(http[pair["app"]], http[pair["peer"]])
-            found.append(
-                (f"{pair['label']}: app ÷ peer template ≥ 1.0", f"{ratio:.2f}", ratio >= TARGETS["vs_peer"])
-            )
+            ours, theirs = http[pair["app"]], http[pair["peer"]]
+            if committed(ours, theirs):
+                label = f"{pair['label']}, rows committed a second"
+                ratio = paired_ratio(ours, theirs, "committed_per_s")
+            else:
+                label, ratio = pair["label"], paired_ratio(ours, theirs)
+            found.append((f"{label}: app ÷ peer template ≥ 1.0", f"{ratio:.2f}", ratio >= TARGETS["vs_peer"]))
     sio = results.get("socketio")
     if sio:
-        app_sio = sio["app"]
-        found.append(
-            (
-                f"Socket.IO emit-to-receive p99, {app_sio['clients']:,.0f} clients on two instances < 50 ms",
-                f"{app_sio['latency_p99_ms']:.1f} ms",
-                app_sio["latency_p99_ms"] < TARGETS["socketio_p99_ms"],
+        for kind, label in (("app", "Socket.IO"), ("plain", "Plain WebSocket path")):
+            clients = f"{sio[kind]['clients']:,.0f} clients"
+            found.append(
+                (
+                    f"{label} emit-to-receive p99, {clients} on two instances < 50 ms",
+                    f"{sio[kind]['latency_p99_ms']:.1f} ms",
+                    sio[kind]["latency_p99_ms"] < TARGETS["socketio_p99_ms"],
+                )
             )
-        )
     start = results.get("startup")
     if start:
         if "cold_start_s" in start:

@@ -134,6 +134,21 @@ class Server:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
 
+def wait_until_idle(servers: list[Server], window: float = 0.2, timeout: float = 15.0) -> None:
+    """Wait until no server uses more than a clock tick of CPU in `window` seconds.
+
+    A server may go on working after its load ends (the peer template's project
+    commits its writes after responding): the next target measured would share its CPU.
+    """
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = [server.cpu_seconds() for server in servers]
+        time.sleep(window)
+        if all(server.cpu_seconds() - used <= tick for server, used in zip(servers, before, strict=True)):
+            return
+
+
 @contextlib.contextmanager
 def serving(*servers: Server) -> Iterator[None]:
     """Start the servers together, wait until each answers, stop them all at the end."""

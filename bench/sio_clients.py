@@ -1,4 +1,4 @@
-"""Socket.IO load: many WebSocket clients in one process, driven over stdin/stdout.
+"""Realtime load: many WebSocket clients in one process, driven over stdin/stdout.
 
 Run by bench/realtime.py with the generated project's virtualenv. The clients speak
 the Socket.IO protocol (v5 over Engine.IO v4, WebSocket transport) themselves on
@@ -6,7 +6,9 @@ aiohttp WebSockets: python-socketio's own client spends about 1.6 times the
 CPU per received event (measured here), and with a thousand clients sharing the
 machine with the servers, that cost shows up in the latency being measured.
 Each client connects, answers pings, joins one room with an acknowledgement and
-records every `tick` event. The clients are spread round-robin over the URLs.
+records every `tick` event. With `--plain`, each client instead listens on the
+app's plain WebSocket path, `/realtime/ws/{room}`, where every message is
+`{"event": ..., "data": ...}`. The clients are spread round-robin over the URLs.
 
 Once every client has joined, the process prints one JSON line and reads
 commands, one JSON object per line on stdin:
@@ -110,18 +112,46 @@ class Client:
             await asyncio.gather(self.reader, return_exceptions=True)
 
 
+class Listener(Client):
+    """One listener on the app's plain WebSocket path: joined by connecting to its room."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, recorder: Recorder, room: str) -> None:
+        super().__init__(session, url, recorder)
+        base = url.replace("http://", "ws://").replace("https://", "wss://")
+        self.url = f"{base}/realtime/ws/{room}"
+
+    async def connect(self) -> None:
+        self.ws = await self.session.ws_connect(self.url, max_msg_size=0)
+        self.reader = asyncio.create_task(self.read())
+
+    async def read(self) -> None:
+        assert self.ws is not None
+        async for message in self.ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            event = json.loads(message.data)
+            if event["event"] == "tick":
+                self.recorder.tick(event["data"])
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--urls", required=True, help="comma-separated server URLs")
     parser.add_argument("--clients", type=int, required=True)
     parser.add_argument("--room", required=True)
     parser.add_argument("--concurrency", type=int, default=50, help="connects in flight")
+    parser.add_argument("--plain", action="store_true", help="listen on /realtime/ws/{room} instead")
     args = parser.parse_args()
     urls = args.urls.split(",")
     recorder = Recorder()
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        clients = [Client(session, urls[index % len(urls)], recorder) for index in range(args.clients)]
+        clients = [
+            Listener(session, urls[index % len(urls)], recorder, args.room)
+            if args.plain
+            else Client(session, urls[index % len(urls)], recorder)
+            for index in range(args.clients)
+        ]
         gate = asyncio.Semaphore(args.concurrency)
         connect_ms: list[float] = []
 
@@ -134,11 +164,12 @@ async def main() -> None:
         connect_start = time.time()
         await asyncio.gather(*(connect(client) for client in clients))
         connect_end = time.time()
-        joined = await asyncio.gather(
-            *(client.call("join", {"room": args.room}, ack=1) for client in clients)
-        )
-        if not all(answer.get("ok") for answer in joined):
-            raise SystemExit(f"join refused: {joined[:3]}")
+        if not args.plain:  # a listener joined its room by connecting
+            joined = await asyncio.gather(
+                *(client.call("join", {"room": args.room}, ack=1) for client in clients)
+            )
+            if not all(answer.get("ok") for answer in joined):
+                raise SystemExit(f"join refused: {joined[:3]}")
         # The clients measure latency: no pause of their own collector in the middle of
         # it (the process ends after one measurement, so what it holds stays bounded).
         gc.disable()

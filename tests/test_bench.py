@@ -67,7 +67,9 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
     rounds = [load for measured in results["http"].values() for load in measured["rounds"]]
     assert len(results["http"]) == 28
     assert all(load["rps"] > 0 and load["requests"] > 0 and load["cpu_us"] > 0 for load in rounds)
-    # Every broadcast reached every client: on the app, bare python-socketio and plain WebSockets.
+    # The write's rows were counted in its database as it committed them.
+    assert all(load["committed_per_s"] > 0 for load in results["http"]["app-writes POST /items"]["rounds"])
+    # Every broadcast reached every client: the app's Socket.IO, bare python-socketio, the plain path.
     for kind in ("app", "ceiling", "plain"):
         assert results["socketio"][kind]["lost"] == 0
-    assert len(results["targets"]) == 15
+    assert len(results["targets"]) == 16
