@@ -16,7 +16,8 @@ limit, the alternatives the report compares: slowapi with its storage calls in
 `asyncio.to_thread` (what the generated app did before) or in Starlette's
 `run_in_threadpool`, slowapi on the event loop (what slowapi's own middleware and
 decorator do), and the async storage of `limits`, the library slowapi is built on
-(what the generated app's middleware counts with).
+(what the generated app's middleware counted with before it sent the counts of
+one event-loop turn together).
 """
 
 from __future__ import annotations

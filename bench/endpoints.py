@@ -24,7 +24,7 @@ LIMITERS = (
     ("slowapi-thread", "slowapi, storage calls in `asyncio.to_thread`"),
     ("slowapi-anyio", "slowapi, storage calls in Starlette's `run_in_threadpool`"),
     ("slowapi-loop", "slowapi on the event loop (slowapi's middleware)"),
-    ("limits-async", "`limits` with its async Redis storage (the app)"),
+    ("limits-async", "`limits` with its async Redis storage (one round trip per request)"),
 )
 
 

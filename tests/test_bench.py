@@ -52,7 +52,7 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
         "| GET /, rate limiting off |",
         "| slowapi, storage calls in `asyncio.to_thread` |",
         "| slowapi, storage calls in Starlette's `run_in_threadpool` |",
-        "| `limits` with its async Redis storage (the app) |",
+        "| `limits` with its async Redis storage (one round trip per request) |",
         "| Emit-to-receive p99, ms |",
         "| Enqueue to start p99, ms |",
         "| Jobs started per second |",

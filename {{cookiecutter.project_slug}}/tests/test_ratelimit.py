@@ -12,25 +12,29 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import AsyncIterator
 {% endif %}
 from pathlib import Path
 
 import httpx
 import pytest
 from limits import parse
-{% if cookiecutter.use_redis and cookiecutter.use_postgres %}
-from limits.aio.storage import RedisStorage
-{% endif %}
 {% if cookiecutter.use_redis %}
 from redis import Redis
-{% endif %}
-{% if cookiecutter.use_redis and cookiecutter.use_postgres %}
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 {% endif %}
 
 from app.main import create_app
 from app.ratelimit import limiter
+{% if cookiecutter.use_redis %}
+from app.ratelimit.budgets import Budgets, SharedCounts
+{% endif %}
 from app.ratelimit.slowapi_routes import declared_limits
+{% if cookiecutter.use_redis %}
+from app.redis_client import RedisBreaker
+{% endif %}
 from app.settings import Settings
 from tests.live import {{ "free_port, " if cookiecutter.use_redis else "" }}live_server
 from tests.support import client_for, client_on
@@ -131,7 +135,7 @@ async def test_a_route_limit_fails_open_while_redis_fails(
     async def unreachable(*_args: object, **_kwargs: object) -> int:
         raise RedisConnectionError("Redis is down")
 
-    monkeypatch.setattr(RedisStorage, "incr", unreachable)
+    monkeypatch.setattr(SharedCounts, "add", unreachable)
     headers = some_client()
     created = [
         await client.post("/items", json={"name": f"redis-down-{n}"}, headers=headers)
@@ -141,6 +145,52 @@ async def test_a_route_limit_fails_open_while_redis_fails(
     # Counted in memory meanwhile: still limited, never a 500.
     assert [answer.status_code for answer in created] == [201] * 10 + [429]
 {% endif %}
+{% endif %}
+{% if cookiecutter.use_redis %}
+
+
+@pytest.fixture
+async def shared_budgets(settings: Settings) -> AsyncIterator[Budgets]:
+    """Budgets on the test Redis, under a key prefix of their own."""
+    if settings.redis_url is None:
+        pytest.skip("REDIS_URL is unset: budgets are in memory")
+    redis = AsyncRedis.from_url(settings.redis_url)
+    yield Budgets(redis, RedisBreaker(), f"test-{uuid.uuid4().hex}")
+    await redis.aclose()
+
+
+async def test_requests_counted_at_once_share_one_round_trip_and_an_exact_count(
+    shared_budgets: Budgets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    round_trips = 0
+    execute = Pipeline.execute
+
+    async def counted(pipeline: Pipeline, raise_on_error: bool = True) -> list[object]:
+        nonlocal round_trips
+        round_trips += 1
+        return await execute(pipeline, raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", counted)
+    item = parse("20/minute")
+    allowed = await asyncio.gather(*(shared_budgets.hit(item, "client", "/") for _ in range(30)))
+
+    assert allowed == [True] * 20 + [False] * 10
+    assert round_trips == 1
+    assert 0 < await shared_budgets.seconds_to_reset(item, "client", "/") <= 60
+
+
+async def test_a_failed_round_trip_sends_every_request_in_it_to_memory(
+    shared_budgets: Budgets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreachable(*_args: object, **_kwargs: object) -> list[object]:
+        raise RedisConnectionError("Redis is down")
+
+    monkeypatch.setattr(Pipeline, "execute", unreachable)
+    item = parse("3/minute")
+    allowed = await asyncio.gather(*(shared_budgets.hit(item, "client", "/") for _ in range(5)))
+
+    assert allowed == [True] * 3 + [False] * 2
+    assert not shared_budgets.breaker.available()
 {% endif %}
 
 
