@@ -7,7 +7,6 @@ is a miss and the caller reads from the source.
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -16,7 +15,7 @@ from redis.exceptions import RedisError
 {% if cookiecutter.use_metrics %}
 from app.metrics.collectors import CACHE_HITS, CACHE_MISSES
 {% endif %}
-from app.redis_client import RedisBreaker
+from app.redis_client import CommandBatcher, RedisBreaker
 
 LOCAL_MAX_ENTRIES = 10_000
 
@@ -28,6 +27,8 @@ class Cache:
         self, redis: Redis | None, breaker: RedisBreaker, default_ttl: int, prefix: str = ""
     ) -> None:
         self.redis = redis
+        # The reads of many requests at once share a round trip.
+        self.commands = None if redis is None else CommandBatcher(redis)
         self.breaker = breaker
         self.default_ttl = default_ttl
         self.prefix = prefix
@@ -38,7 +39,7 @@ class Cache:
         if self.redis is None:
             raw = self._local_get(key)
         else:
-            raw = await self._call(lambda redis: redis.get(key))
+            raw = await self._call("GET", key)
         if raw is None:
 {% if cookiecutter.use_metrics %}
             CACHE_MISSES.inc()
@@ -54,7 +55,7 @@ class Cache:
         raw = json.dumps(value, default=str)
         ttl = ttl or self.default_ttl
         if self.redis is not None:
-            await self._call(lambda redis: redis.set(key, raw, ex=ttl))
+            await self._call("SET", key, raw, "EX", ttl)
             return
         self._local[key] = (time.monotonic() + ttl, raw)
         self._local.move_to_end(key)
@@ -64,7 +65,7 @@ class Cache:
     async def delete(self, key: str) -> None:
         key = self.prefix + key
         if self.redis is not None:
-            await self._call(lambda redis: redis.delete(key))
+            await self._call("DEL", key)
         else:
             self._local.pop(key, None)
 
@@ -78,12 +79,12 @@ class Cache:
             return None
         return raw
 
-    async def _call(self, call: Callable[[Redis], Awaitable[Any]]) -> Any:
-        """One Redis call, or None while Redis fails."""
-        if self.redis is None or not self.breaker.available():
+    async def _call(self, *command: Any) -> Any:
+        """One Redis command's reply, or None while Redis fails."""
+        if self.commands is None or not self.breaker.available():
             return None
         try:
-            result = await call(self.redis)
+            result = await self.commands.call(*command)
         except (RedisError, OSError) as error:
             self.breaker.failed(error)
             return None

@@ -6,10 +6,12 @@ and after a failure Redis is skipped for a pause that doubles while it keeps
 failing. Callers use their fallback meanwhile.
 """
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -48,6 +50,51 @@ async def open_redis(settings: Settings) -> AsyncIterator[Redis | None]:
     finally:
         if redis is not None:
             await redis.aclose()
+
+
+class CommandBatcher:
+    """Sends the Redis commands called in one event-loop turn in one round trip.
+
+    Under load, many requests reach Redis in the same turn; one pipeline for all
+    of them costs each a fraction of what a round trip of its own costs the
+    client (see the benchmark report). The commands stay separate: no transaction.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.waiting: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self.sending: set[asyncio.Task[None]] = set()
+
+    async def call(self, *command: Any) -> Any:
+        """Run one command (`"GET", key`) and return its reply; raises its error."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self.waiting:
+            # Runs once the requests ready in this loop turn have added theirs.
+            task = loop.create_task(self.send())
+            self.sending.add(task)
+            task.add_done_callback(self.sending.discard)
+        self.waiting.append((command, future))
+        return await future
+
+    async def send(self) -> None:
+        batch, self.waiting = self.waiting, []
+        replies: list[Any]
+        try:
+            async with self.redis.pipeline(transaction=False) as pipeline:
+                for command, _ in batch:
+                    pipeline.execute_command(*command)
+                # A command's own error is its reply; only a lost connection raises.
+                replies = await pipeline.execute(raise_on_error=False)
+        except Exception as error:  # noqa: BLE001 - every caller in the batch gets it
+            replies = [error] * len(batch)
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if future.done():  # Its caller was cancelled meanwhile.
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
 
 
 class RedisBreaker:

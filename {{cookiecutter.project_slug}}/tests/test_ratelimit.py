@@ -29,11 +29,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from app.main import create_app
 from app.ratelimit import limiter
 {% if cookiecutter.use_redis %}
-from app.ratelimit.budgets import Budgets, SharedCounts
+from app.ratelimit.budgets import Budgets
 {% endif %}
 from app.ratelimit.slowapi_routes import declared_limits
 {% if cookiecutter.use_redis %}
-from app.redis_client import RedisBreaker
+from app.redis_client import CommandBatcher, RedisBreaker
 {% endif %}
 from app.settings import Settings
 from tests.live import {{ "free_port, " if cookiecutter.use_redis else "" }}live_server
@@ -135,7 +135,7 @@ async def test_a_route_limit_fails_open_while_redis_fails(
     async def unreachable(*_args: object, **_kwargs: object) -> int:
         raise RedisConnectionError("Redis is down")
 
-    monkeypatch.setattr(SharedCounts, "add", unreachable)
+    monkeypatch.setattr(CommandBatcher, "call", unreachable)
     headers = some_client()
     created = [
         await client.post("/items", json={"name": f"redis-down-{n}"}, headers=headers)
