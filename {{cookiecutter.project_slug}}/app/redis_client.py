@@ -1,4 +1,5 @@
-"""The process's Redis client, and the breaker that lets the service run while Redis fails.
+"""The process's Redis client, the batcher that sends the commands of one event-loop
+turn in one round trip, and the breaker that lets the service run while Redis fails.
 
 Redis only ever speeds things up or shares them between instances, so no request
 waits on it for long: calls time out after REDIS_SOCKET_TIMEOUT, are not retried,
