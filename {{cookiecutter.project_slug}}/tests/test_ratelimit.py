@@ -33,7 +33,7 @@ from app.ratelimit.budgets import Budgets
 {% endif %}
 from app.ratelimit.slowapi_routes import declared_limits
 {% if cookiecutter.use_redis %}
-from app.redis_client import CommandBatcher, RedisBreaker
+from app.redis_client import {{ "CommandBatcher, " if cookiecutter.use_postgres else "" }}RedisBreaker
 {% endif %}
 from app.settings import Settings
 from tests.live import {{ "free_port, " if cookiecutter.use_redis else "" }}live_server
