@@ -85,18 +85,21 @@ class Client:
         async for message in self.ws:
             if message.type != aiohttp.WSMsgType.TEXT:
                 break
-            text: str = message.data
-            if text.startswith("42"):
-                name, data = json.loads(text[2:])
-                if name == "tick":
-                    self.recorder.tick(data)
-            elif text == "2":
-                await self.ws.send_str("3")
-            elif text.startswith("43"):
-                bracket = text.index("[")
-                future = self.acks.pop(int(text[2:bracket]), None)
-                if future is not None:
-                    future.set_result(json.loads(text[bracket:])[0])
+            await self.received(message.data)
+
+    async def received(self, text: str) -> None:
+        assert self.ws is not None
+        if text.startswith("42"):
+            name, data = json.loads(text[2:])
+            if name == "tick":
+                self.recorder.tick(data)
+        elif text == "2":
+            await self.ws.send_str("3")
+        elif text.startswith("43"):
+            bracket = text.index("[")
+            future = self.acks.pop(int(text[2:bracket]), None)
+            if future is not None:
+                future.set_result(json.loads(text[bracket:])[0])
 
     async def call(self, event: str, data: Any, ack: int, timeout: float = 30) -> Any:
         assert self.ws is not None
@@ -124,14 +127,10 @@ class Listener(Client):
         self.ws = await self.session.ws_connect(self.url, max_msg_size=0)
         self.reader = asyncio.create_task(self.read())
 
-    async def read(self) -> None:
-        assert self.ws is not None
-        async for message in self.ws:
-            if message.type != aiohttp.WSMsgType.TEXT:
-                break
-            event = json.loads(message.data)
-            if event["event"] == "tick":
-                self.recorder.tick(event["data"])
+    async def received(self, text: str) -> None:
+        event = json.loads(text)
+        if event["event"] == "tick":
+            self.recorder.tick(event["data"])
 
 
 async def main() -> None:

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+{% if cookiecutter.use_redis %}
+from redis.asyncio.client import Pipeline
+{% endif %}
 
 from app.settings import Settings
 {% if cookiecutter.use_auth %}
@@ -98,4 +101,20 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 {% if cookiecutter.use_postgres %}
     if settings.database_url.startswith("postgresql"):
         await truncate_all(settings.database_url)
+{% endif %}
+{% if cookiecutter.use_redis %}
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of Redis pipelines sent during the test (as `round_trips[0]`)."""
+    sent = [0]
+    execute = Pipeline.execute
+
+    async def counted(pipeline: Pipeline, raise_on_error: bool = True) -> list[object]:
+        sent[0] += 1
+        return await execute(pipeline, raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", counted)
+    return sent
 {% endif %}
