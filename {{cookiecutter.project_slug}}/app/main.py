@@ -8,6 +8,7 @@ from app import __version__
 from app.db import UNAVAILABLE_ERRORS, database_unavailable
 {% endif %}
 from app.errors import request_validation_failed
+from app.health import add_probes
 from app.lifespan import lifespan
 from app.log import configure_logging
 {% if cookiecutter.use_metrics %}
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
 {% endif %}
     )
+    add_probes(api)
     for router in ROUTERS:
         api.include_router(router)
 

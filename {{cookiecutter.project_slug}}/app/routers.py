@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from app import health, meta
+from app import meta
 {% if cookiecutter.use_auth %}
 from app.auth.routes import router as auth_router
 {% endif %}
@@ -13,10 +13,10 @@ from app.items.routes import router as items_router
 from app.realtime.bridge import router as realtime_router
 {% endif %}
 
-# FastAPI tries each router's routes in this order on every request: the most
-# requested first, the sign-in routes last (a new resource goes before them).
+# FastAPI tries each router's routes in this order on every request, after the
+# health probes (app/health.py): the most requested first, the sign-in routes
+# last (a new resource goes before them).
 ROUTERS: list[APIRouter] = [
-    health.router,
     meta.router,
 {% if cookiecutter.use_postgres %}
     items_router,

@@ -15,7 +15,7 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.metrics.collectors import IN_FLIGHT, REQUEST_DURATION
-from app.paths import METRICS_PATH
+from app.paths import METRICS_PATH, PROBE_PATHS
 from app.settings import Settings
 
 # The route label of a request no route matched (a 404): one series, not one per path.
@@ -33,6 +33,7 @@ class MetricsMiddleware:
     the scope once routing has run, so ids in URLs never become series of their
     own. `/metrics` itself is answered here, before the app's own middleware and
     never counted, and only with METRICS_TOKEN as a bearer token (404 while unset).
+    The health probes are not counted either.
     """
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
@@ -44,7 +45,9 @@ class MetricsMiddleware:
         self.in_flight = InFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # The probes are the platform's requests, not clients': as they are not
+        # traced, they are not counted (they would pull every latency quantile down).
+        if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
             await self.app(scope, receive, send)
             return
         if scope["path"] == METRICS_PATH:
