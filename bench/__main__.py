@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
 
     step("Baking, migrating and seeding the default project")
-    with project.prepared(logs, Pinning(not options.no_pin)) as baked:
+    # A smoke run starts every server at once: on one CPU they would start in turn.
+    with project.prepared(logs, Pinning(not (options.no_pin or settings.side_by_side))) as baked:
         if options.quick:
             # The smoke run shares PostgreSQL's 100 connections with the rest of the test suite.
             baked.env["DB_POOL_SIZE"] = "4"

@@ -45,6 +45,11 @@ TARGETS = {
 @dataclass
 class Settings:
     seconds: int
+    # wrk's connections per target.
+    connections: int
+    # Drive every target of a round at once, with every HTTP server running (a
+    # smoke run, whose figures mean nothing): else one target and group at a time.
+    side_by_side: bool
     warmup: int
     rounds: int
     sio_clients: int
@@ -63,6 +68,8 @@ class Settings:
 
 FULL = Settings(
     seconds=4,
+    connections=CONNECTIONS,
+    side_by_side=False,
     warmup=2,
     rounds=5,
     sio_clients=1000,
@@ -80,6 +87,9 @@ FULL = Settings(
 )
 QUICK = Settings(
     seconds=1,
+    # Few enough that every server of every group can hold its connections at once.
+    connections=2,
+    side_by_side=True,
     warmup=0,
     rounds=1,
     sio_clients=20,

@@ -15,7 +15,7 @@ from bench.login import measure_login
 from bench.peer import Peer
 from bench.project import Project
 from bench.rows import CommittedRows
-from bench.servers import Server, http_status, serving
+from bench.servers import Server, http_status
 from toolkit.auth import mint_token
 from toolkit.bakery import REDIS_URL
 
@@ -176,10 +176,12 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
         )
     found: dict[str, Any] = {}
 
-    def cache_for_peer() -> None:
-        assert peer is not None
-        http_status(app.port, cached)  # caches the item the peer's key then holds
-        peer.copy_cached_item(project)
+    def before_reads() -> None:
+        # While `unlimited` serves nothing else.
+        found["auth"] = measure_login(project.python, project.directory, unlimited, settings.logins)
+        if peer is not None:
+            http_status(app.port, cached)  # caches the item the peer's key then holds
+            peer.copy_cached_item(project)
 
     def rss_after_load() -> None:
         time.sleep(1.0)
@@ -187,14 +189,12 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
 
     groups = [
         Group(health),
-        Group(reads, ready=None if peer is None else cache_for_peer),
+        Group(reads, ready=before_reads),
         # The last group that drives `app`.
         Group(listing, done=rss_after_load),
         Group(writing),
         Group(limiting, ready=lambda: assert_counted(limited, limited_prefix)),
     ]
-    with serving(unlimited):
-        found["auth"] = measure_login(project.python, project.directory, unlimited, settings.logins)
     try:
         with collector:
             http = measure_http(groups, settings, project.pinning, project.run_id)

@@ -8,12 +8,13 @@ import re
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.config import CONNECTIONS, Settings
+from bench.config import Settings
 from bench.rows import CommittedRows
 from bench.servers import Pinning, Server, http_status, serving, wait_until_idle
 
@@ -58,6 +59,7 @@ def wrk(
     server: Server,
     path: str,
     seconds: int,
+    connections: int,
     script: Path | None = None,
     args: tuple[str, ...] = (),
     headers: tuple[str, ...] = (),
@@ -67,7 +69,7 @@ def wrk(
         *pinning.client(),
         "wrk",
         "-t1",
-        f"-c{CONNECTIONS}",
+        f"-c{connections}",
         f"-d{seconds}s",
         "--latency",
         "--timeout",
@@ -227,27 +229,68 @@ class Group:
         return list({target.server.name: target.server for target in self.targets()}.values())
 
 
+def merged(groups: list[Group]) -> Group:
+    """Every group's rows in one, with each group's `ready` and `done` in turn."""
+
+    def each(hooks: list[Callable[[], None] | None]) -> Callable[[], None]:
+        def call() -> None:
+            for hook in hooks:
+                if hook is not None:
+                    hook()
+
+        return call
+
+    return Group(
+        [item for group in groups for item in group.items],
+        ready=each([group.ready for group in groups]),
+        done=each([group.done for group in groups]),
+    )
+
+
 def measure_http(
     groups: list[Group], settings: Settings, pinning: Pinning, run_id: str
 ) -> dict[str, Measured]:
-    """Each group in turn: its targets back to back, in an order that rotates each round."""
+    """Each group in turn: its targets back to back, in an order that rotates each round.
+
+    A smoke run (`settings.side_by_side`) drives them all at once instead, in one group.
+    """
     runs = itertools.count()
 
-    def drive(target: Target, seconds: int, tag: str, servers: list[Server]) -> Load:
-        """Drive `target`, then wait until none of `servers` is still busy with it."""
+    def drive(target: Target, seconds: int, tag: str) -> Load:
         # A name prefix no other run uses: a target may be in more than one group.
         prefix = f"{run_id}-{tag}-{next(runs)}-{target.server.name}"
         args = (prefix, target.method) if target.script else ()
         before = target.rows.count() if target.rows is not None else 0
         started = time.perf_counter()
-        load = wrk(pinning, target.server, target.path, seconds, target.script, args, target.headers)
+        load = wrk(
+            pinning,
+            target.server,
+            target.path,
+            seconds,
+            settings.connections,
+            target.script,
+            args,
+            target.headers,
+        )
         if target.rows is not None:
             load.committed_per_s = target.rows.rate_since(before, started)
-        wait_until_idle(servers)
         return load
 
+    def drive_each(targets: list[Target], seconds: int, tag: str, servers: list[Server]) -> Iterator[Load]:
+        """Drive `targets` in turn (or at once), each time until none of `servers` is still busy."""
+        if settings.side_by_side:
+            with ThreadPoolExecutor(len(targets)) as pool:
+                loads = list(pool.map(lambda target: drive(target, seconds, tag), targets))
+            wait_until_idle(servers)
+            yield from loads
+            return
+        for target in targets:
+            load = drive(target, seconds, tag)
+            wait_until_idle(servers)
+            yield load
+
     loads: dict[str, list[Load]] = {}
-    for group in groups:
+    for group in [merged(groups)] if settings.side_by_side else groups:
         targets = group.targets()
         servers = group.servers()
         with serving(*servers):
@@ -259,19 +302,20 @@ def measure_http(
                     for _ in range(3):
                         if http_status(target.server.port, target.path, 10, target.headers) != 200:
                             raise RuntimeError(f"{target.key} does not answer 200")
-                if settings.warmup:
-                    drive(target, settings.warmup, "warmup", servers)
-                elif target.script is not None:
-                    # A write is not warmed by the GETs above: in a --quick run, 64 first
-                    # writes at once on a busy machine can all end after the timed second.
-                    drive(target, 1, "warmup", servers)
+            if settings.warmup:
+                list(drive_each(targets, settings.warmup, "warmup", servers))
+            else:
+                # A write is not warmed by the GETs above: in a --quick run, the first
+                # writes on a busy machine can all end after the timed second.
+                list(drive_each([target for target in targets if target.script], 1, "warmup", servers))
             for target in targets:
                 if target.key in loads:
                     raise ValueError(f"{target.key} is in two groups: their rounds would mix")
                 loads[target.key] = []
             for round_ in range(settings.rounds):
-                for target in rotated(targets, round_):
-                    load = drive(target, settings.seconds, f"r{round_}", servers)
+                order = rotated(targets, round_)
+                driven = drive_each(order, settings.seconds, f"r{round_}", servers)
+                for target, load in zip(order, driven, strict=True):
                     loads[target.key].append(load)
                     print(f"  round {round_ + 1}: {target.key:<40} {summary(load)}", flush=True)
             if group.done is not None:

@@ -62,9 +62,14 @@ def render(results: dict[str, Any]) -> str:
     if http and rows:
         lines += [
             "",
-            f"HTTP: one uvicorn worker, `wrk` with {CONNECTIONS} connections, {options['rounds']} "
-            f"rounds of {options['seconds']} s per target, the targets of a row back to back in an order "
-            "that rotates each round. Throughput, latency and CPU (the server's CPU time per request) "
+            f"HTTP: one uvicorn worker, `wrk` with {options['connections']} connections, {options['rounds']} "
+            f"rounds of {options['seconds']} s per target, "
+            + (
+                "every target at once (a smoke run). "
+                if options["side_by_side"]
+                else "the targets of a row back to back in an order that rotates each round. "
+            )
+            + "Throughput, latency and CPU (the server's CPU time per request) "
             "are medians over rounds; a ratio is the median of the ratios within each round.",
             "",
             "| Endpoint | App req/s | App p50 / p99 ms | App CPU µs/req | Bare FastAPI req/s | App ÷ FastAPI "
