@@ -8,6 +8,10 @@ nothing else: no middleware, no dependencies, no rate limiting, no Socket.IO wra
 none of the project's pool, session or client settings. What the generated app
 loses against these is what its plumbing and its settings cost.
 
+`fastapi_app` also serves the database read, the list and the write on asyncpg
+alone under `/asyncpg/` (asyncpg's own pool at its defaults, the same queries,
+no SQLAlchemy), for reference: the driver underneath them all.
+
 Entries: `ceilings:starlette_app`, `ceilings:fastapi_app`, `ceilings:socketio_app`
 (bare python-socketio on the same Redis channel, with a bare Starlette emit route).
 
@@ -28,6 +32,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import socketio
 from app import __version__
 from app.health import Liveness
@@ -209,7 +214,59 @@ starlette_app = Starlette(
 
 # --- bare FastAPI -------------------------------------------------------------
 
-fastapi_app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+_COLUMNS = "id, name, description, created_at"
+
+
+class OnAsyncpg:
+    """The database read, the list and the write on asyncpg alone: the same queries, each on
+    its own (no transaction around them)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def read(self, item_id: int) -> ItemRead | None:
+        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM items WHERE id = $1", item_id)
+        return None if row is None else ItemRead.model_validate(dict(row))
+
+    async def list_page(self, limit: int, offset: int) -> ItemPage:
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS}, count(*) OVER () AS total FROM items ORDER BY id LIMIT $1 OFFSET $2",
+            limit,
+            offset,
+        )
+        return ItemPage(
+            items=[ItemRead.model_validate(dict(row)) for row in rows],
+            total=rows[0]["total"] if rows else 0,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def create(self, payload: ItemCreate) -> ItemRead | None:
+        try:
+            row = await self.pool.fetchrow(
+                f"INSERT INTO items (name, description) VALUES ($1, $2) RETURNING {_COLUMNS}",
+                payload.name,
+                payload.description,
+            )
+        except asyncpg.UniqueViolationError:
+            return None
+        return ItemRead.model_validate(dict(row))
+
+
+on_asyncpg: OnAsyncpg
+
+
+@asynccontextmanager
+async def fastapi_lifespan(app: Any) -> AsyncIterator[None]:
+    global on_asyncpg
+    # asyncpg's pool at its defaults: ten connections, opened at start.
+    dsn = settings.database_url.replace("+asyncpg", "", 1)
+    async with lifespan(app), asyncpg.create_pool(dsn) as pool:
+        on_asyncpg = OnAsyncpg(pool)
+        yield
+
+
+fastapi_app = FastAPI(lifespan=fastapi_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
 
 @fastapi_app.get("/health")
@@ -246,6 +303,24 @@ async def f_list(limit: int = 20, offset: int = 0) -> ItemPage:
 @fastapi_app.post("/items", status_code=status.HTTP_201_CREATED)
 async def f_create(payload: ItemCreate) -> ItemRead:
     created = await handlers.create(payload)
+    if created is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "An item with this name exists")
+    return created
+
+
+@fastapi_app.get("/asyncpg/items/{item_id}")
+async def f_read_with_asyncpg(item_id: ItemId) -> ItemRead:
+    return _found(await on_asyncpg.read(item_id))
+
+
+@fastapi_app.get("/asyncpg/items")
+async def f_list_with_asyncpg(limit: int = 20, offset: int = 0) -> ItemPage:
+    return await on_asyncpg.list_page(limit, offset)
+
+
+@fastapi_app.post("/asyncpg/items", status_code=status.HTTP_201_CREATED)
+async def f_create_with_asyncpg(payload: ItemCreate) -> ItemRead:
+    created = await on_asyncpg.create(payload)
     if created is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "An item with this name exists")
     return created

@@ -10,7 +10,7 @@ from redis import Redis
 
 from bench.collector import Collector
 from bench.config import BENCH, Settings
-from bench.load import Alternative, Group, Item, Row, Target, Versus, describe, measure_http
+from bench.load import Alternative, Driver, Group, Item, Row, Target, Versus, describe, measure_http
 from bench.login import measure_login
 from bench.peer import Peer
 from bench.project import Project
@@ -116,6 +116,13 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
             row(key, label, Target(server, f"/items/{item}"), f"/db/items/{item}")
             for key, label, server in database_reads
         ),
+        Driver(
+            "driver_read",
+            "GET /items/{id} from the database",
+            Target(without_redis, f"/items/{item}"),
+            Target(fastapi, f"/db/items/{item}"),
+            Target(fastapi, f"/asyncpg/items/{item}"),
+        ),
         row("item_cache", "GET /items/{id} from the Redis cache*", Target(unlimited, cached), cached),
         row(
             "item_protected",
@@ -125,7 +132,14 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
         ),
     ]
     listing: list[Item] = [
-        row("list", "GET /items?limit=10 (a page of 10 and the total)", Target(app, page), page)
+        row("list", "GET /items?limit=10 (a page of 10 and the total)", Target(app, page), page),
+        Driver(
+            "driver_list",
+            "GET /items?limit=10",
+            Target(app, page),
+            Target(fastapi, page),
+            Target(fastapi, "/asyncpg/items?limit=10"),
+        ),
     ]
     # The rows the write commits are counted too, for the comparison with the peer.
     counters = [CommittedRows(project.python, project.write_database, "items")]
@@ -137,7 +151,14 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
             write,
             Target(fastapi_writes, "/items", post),
             Target(starlette_writes, "/items", post),
-        )
+        ),
+        Driver(
+            "driver_write",
+            "POST /items",
+            write,
+            Target(fastapi_writes, "/items", post),
+            Target(fastapi_writes, "/asyncpg/items", post),
+        ),
     ]
     limiting = [
         row("limited", "GET /, rate-limited (Redis storage)†", Target(limited, "/"), "/"),
@@ -210,4 +231,5 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
         "rows": [describe(item) for item in items if isinstance(item, Row)],
         "alternatives": [describe(item) for item in items if isinstance(item, Alternative)],
         "peer": [describe(item) for item in items if isinstance(item, Versus)],
+        "drivers": [describe(item) for item in items if isinstance(item, Driver)],
     }

@@ -139,7 +139,18 @@ class Versus:
     peer: Target
 
 
-Item = Row | Alternative | Versus
+@dataclass
+class Driver:
+    """A database path on asyncpg alone, next to the app's and the SQLAlchemy ceiling's."""
+
+    key: str
+    label: str
+    app: Target
+    sqlalchemy: Target
+    asyncpg: Target
+
+
+Item = Row | Alternative | Versus | Driver
 
 
 def targets_of(item: Item) -> tuple[Target, ...]:
@@ -147,6 +158,8 @@ def targets_of(item: Item) -> tuple[Target, ...]:
         return (item.app, item.fastapi, item.starlette)
     if isinstance(item, Versus):
         return (item.app, item.peer)
+    if isinstance(item, Driver):
+        return (item.app, item.sqlalchemy, item.asyncpg)
     return (item.limited, item.unlimited)
 
 

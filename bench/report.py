@@ -112,6 +112,24 @@ def render(results: dict[str, Any]) -> str:
             "÷ on SQLAlchemy's default sizes (5 kept, 10 more opened and closed again under load) "
             f"{kept:.2f}.",
         ]
+    drivers = results.get("drivers")
+    if http and drivers:
+        lines += [
+            "",
+            "For reference, the database paths on asyncpg alone: bare FastAPI with asyncpg's own pool "
+            "at its defaults (ten connections) and the same queries, without SQLAlchemy and without a "
+            "transaction around them; same rounds as above.",
+            "",
+            "| Data path | asyncpg alone req/s | p50 / p99 ms | CPU µs/req | SQLAlchemy ceiling ÷ asyncpg "
+            "| App ÷ asyncpg |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for driver in drivers:
+            app, sqlalchemy, alone = (http[driver[name]] for name in ("app", "sqlalchemy", "asyncpg"))
+            lines.append(
+                f"| {driver['label']} | {throughput_and_latency(alone)} | {alone['cpu_us']:,.0f} "
+                f"| {paired_ratio(sqlalchemy, alone):.2f} | {paired_ratio(app, alone):.2f} |"
+            )
     auth = results.get("auth")
     if auth:
         lines += [

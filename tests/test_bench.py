@@ -45,6 +45,7 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
         "| The same read, traced (spans sent to a local OTLP endpoint)* |",
         "Tracing: the database read traced ÷ untraced",
         "Pool: the database read with every connection kept",
+        "the database paths on asyncpg alone",
         "Logging in (`POST /auth/token`",
         "| GET /items?limit=10 (a page of 10 and the total) |",
         "| POST /items |",
@@ -65,7 +66,7 @@ def test_quick_benchmark_writes_a_table_and_a_chart(
     results = json.loads((tmp_path / "results.json").read_text())
     # Every HTTP target of every row answered 2xx and was timed.
     rounds = [load for measured in results["http"].values() for load in measured["rounds"]]
-    assert len(results["http"]) == 28
+    assert len(results["http"]) == 31
     assert all(load["rps"] > 0 and load["requests"] > 0 and load["cpu_us"] > 0 for load in rounds)
     # The write's rows were counted in its database as it committed them.
     assert all(load["committed_per_s"] > 0 for load in results["http"]["app-writes POST /items"]["rounds"])
