@@ -1,5 +1,6 @@
 """Database: the engines and session factory the app holds, and the base of every model."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -118,16 +119,48 @@ def create_engine(settings: Settings, *, for_probes: bool = False) -> AsyncEngin
     )
 
 
+class FairSessions:
+    """Sessions from `maker`, each opened once the pool has a connection for it, in
+    the order they were asked for.
+
+    SQLAlchemy's async pool gives a returned connection to whichever task asks
+    next, even ahead of one already waiting, so under load a few requests waited
+    seconds for one. This queue (an asyncio.Semaphore, first come first served)
+    holds as many sessions as the pool has connections. Waiting longer than
+    DB_POOL_TIMEOUT raises the pool's own TimeoutError, answered 503.
+    """
+
+    def __init__(
+        self, maker: async_sessionmaker[AsyncSession], turns: asyncio.Semaphore, timeout: float
+    ) -> None:
+        self.maker = maker
+        self.turns = turns
+        self.timeout = timeout
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.turns.acquire()
+        except TimeoutError:
+            raise exc.TimeoutError(f"No database connection within {self.timeout} s") from None
+        try:
+            async with self.maker() as session:
+                yield session
+        finally:
+            self.turns.release()
+
+
 @dataclass(frozen=True)
 class Database:
     """What the app holds of the database."""
 
     engine: AsyncEngine
     # Sessions in a transaction, for requests that write (`SessionDep`).
-    sessionmaker: async_sessionmaker[AsyncSession]
+    sessionmaker: FairSessions
     # Sessions without one, for requests that only read (`ReadSessionDep`): each
     # query stands alone, which saves the BEGIN and COMMIT round trips.
-    read_sessionmaker: async_sessionmaker[AsyncSession]
+    read_sessionmaker: FairSessions
     # The readiness check's own engine (see `create_engine`).
     probe_engine: AsyncEngine
 
@@ -150,10 +183,17 @@ async def open_database(settings: Settings, metadata: MetaData) -> AsyncIterator
                 await connection.run_sync(metadata.create_all)
                 await connection.commit()
         reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # One queue for both kinds of session: they share the engine's pool.
+        turns = asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
+        timeout = settings.db_pool_timeout
         yield Database(
             engine=engine,
-            sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
-            read_sessionmaker=async_sessionmaker(reader, expire_on_commit=False),
+            sessionmaker=FairSessions(
+                async_sessionmaker(engine, expire_on_commit=False), turns, timeout
+            ),
+            read_sessionmaker=FairSessions(
+                async_sessionmaker(reader, expire_on_commit=False), turns, timeout
+            ),
             probe_engine=probe_engine,
         )
     finally:
