@@ -1,6 +1,6 @@
 """Benchmark the default generated project against bare Starlette and FastAPI ceilings.
 
-    make bench                                # the full run, about eighteen minutes
+    make bench                                # the full run, about nineteen minutes
     .venv/bin/python -m bench --quick         # seconds per endpoint: checks the script works
 
 It bakes the default project, serves it with uvicorn on real PostgreSQL and Redis
