@@ -291,6 +291,8 @@ def measure_http(
 
     def drive_each(targets: list[Target], seconds: int, tag: str, servers: list[Server]) -> Iterator[Load]:
         """Drive `targets` in turn (or at once), each time until none of `servers` is still busy."""
+        if not targets:
+            return
         if settings.side_by_side:
             with ThreadPoolExecutor(len(targets)) as pool:
                 loads = list(pool.map(lambda target: drive(target, seconds, tag), targets))
