@@ -23,9 +23,16 @@ KINDS = ("app", "bare")
 def measure_jobs(project: Project, settings: Settings) -> dict[str, Any]:
     directory = bake(project.work / "worker", use_worker=True)
     rounds: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
-    for index in range(settings.rounds):
-        for kind in KINDS if index % 2 == 0 else reversed(KINDS):
-            rounds[kind].append(one_round(project, directory, kind, settings))
+    # Workers told to stop: the generated one stops once its wait on the queue
+    # returns (up to five seconds), and the next round need not wait for that.
+    stopping: list[subprocess.Popen[bytes]] = []
+    try:
+        for index in range(settings.rounds):
+            for kind in KINDS if index % 2 == 0 else reversed(KINDS):
+                rounds[kind].append(one_round(project, directory, kind, settings, stopping))
+    finally:
+        for worker in stopping:
+            worker.wait(timeout=30)
     return {
         "spaced": settings.job_spaced,
         "burst": settings.job_burst,
@@ -36,8 +43,15 @@ def measure_jobs(project: Project, settings: Settings) -> dict[str, Any]:
     }
 
 
-def one_round(project: Project, directory: Path, kind: str, settings: Settings) -> dict[str, float]:
-    """Start a worker of `kind` on a queue of its own, drive it, stop it."""
+def one_round(
+    project: Project,
+    directory: Path,
+    kind: str,
+    settings: Settings,
+    stopping: list[subprocess.Popen[bytes]],
+) -> dict[str, float]:
+    """Start a worker of `kind` on a queue of its own, drive it, tell it to stop
+    (adding it to `stopping`)."""
     port = free_port()
     prefix = f"{project.env['CACHE_KEY_PREFIX']}{uuid.uuid4().hex[:6]}:"
     env = project.env | {"CACHE_KEY_PREFIX": prefix, "WORKER_HEALTH_PORT": str(port)}
@@ -55,5 +69,5 @@ def one_round(project: Project, directory: Path, kind: str, settings: Settings) 
         return json.loads(driven.stdout)  # type: ignore[no-any-return]
     finally:
         worker.terminate()
-        worker.wait(timeout=30)
+        stopping.append(worker)
         log.close()
