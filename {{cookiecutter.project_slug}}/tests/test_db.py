@@ -91,6 +91,11 @@ async def test_work_after_commit_runs_only_once_the_write_is_stored(settings: Se
 async def test_no_session_is_overtaken_more_than_once_by_each_other_session(
     settings: Settings,
 ) -> None:
+    if settings.database_url.startswith("sqlite"):
+        pytest.skip(
+            "aiosqlite answers through a thread per connection: how long a session then"
+            " takes to get its connection is not the queue's doing"
+        )
     pool_size, sessions = 2, 12
     small = settings.model_copy(update={"db_pool_size": pool_size, "db_max_overflow": 0})
     served = 0
