@@ -7,8 +7,8 @@ deptry) and the generated tests run on a covering set: all on, all off, each
 switch changed alone from the default answers, and enough more that every pair
 of switch values occurs together (FULL_MATRIX=1 runs them on every
 combination), plus each other Python version. The generated tests run on the
-real PostgreSQL and Redis, and, for all on, each single change and the other
-Python versions, also on the embedded defaults.
+real PostgreSQL and Redis, and, for all on, the defaults, each service
+switched off alone and the other Python versions, also on the embedded defaults.
 """
 
 from __future__ import annotations
@@ -56,7 +56,11 @@ class Variant:
         return venv_for(version, superset_dependencies()) if version else default
 
 
-EMBEDDED = [ALL_ON, DEFAULTS, *SINGLE_CHANGE]
+# On the embedded defaults, SQLite and in-process stand-ins replace the services.
+# Every feature's code on them runs with all on, and a switched-off feature has none
+# to run; what else changes there is which services a project has.
+SERVICES = ("use_postgres", "use_redis")
+EMBEDDED = [ALL_ON, DEFAULTS, *(row for row in SINGLE_CHANGE if not all(row[s] for s in SERVICES))]
 VARIANTS = [Variant(combination_name(row), row, embedded=row in EMBEDDED) for row in COVERING]
 VARIANTS += [
     Variant(f"python-{version}", {"python_version": version}, embedded=True) for version in PYTHONS[1:]
