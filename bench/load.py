@@ -321,7 +321,7 @@ def measure_http(
                 list(drive_each(targets, settings.warmup, "warmup", servers))
             else:
                 # A write is not warmed by the GETs above: in a --quick run, the first
-                # writes on a busy machine can all end after the timed second.
+                # writes on a busy machine can all end after the timed window.
                 list(drive_each([target for target in targets if target.script], 1, "warmup", servers))
             for target in targets:
                 if target.key in loads:
