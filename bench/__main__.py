@@ -33,6 +33,7 @@ import shutil
 import socket
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from typing import Any
 import httpx
 
 from bench import peer, project
-from bench.config import BENCH, FULL, QUICK
+from bench.config import BENCH, FULL, QUICK, Settings
 from bench.endpoints import measure_endpoints
 from bench.jobs import measure_jobs
 from bench.realtime import measure_realtime
@@ -69,23 +70,19 @@ def main(argv: list[str] | None = None) -> int:
         if options.quick:
             # The smoke run shares PostgreSQL's 100 connections with the rest of the test suite.
             baked.env["DB_POOL_SIZE"] = "4"
-        if "startup" in options.only:
-            step("Baking, cold starts and idle memory")
-            results["startup"] = measure_startup(baked, settings)
-        if "http" in options.only:
-            with contextlib.ExitStack() as stack:
-                peer_project = None
-                if not options.no_peer:
-                    step(f"Baking, migrating and seeding the peer template's project ({peer.TEMPLATE})")
-                    peer_project = stack.enter_context(peer.prepared(baked))
-                step("HTTP endpoints")
-                results |= measure_endpoints(baked, settings, peer_project)
-        if "socketio" in options.only:
-            step("Socket.IO")
-            results["socketio"] = measure_realtime(baked, settings)
-        if "jobs" in options.only:
-            step("Background jobs")
-            results["jobs"] = measure_jobs(baked, settings)
+        chosen = [part for part in PARTS if part in options.only]
+
+        def measured(part: str) -> dict[str, Any]:
+            return measure(part, baked, settings, options.no_peer)
+
+        if settings.side_by_side:
+            # A smoke run measures every part at once too: they share no server, queue or Redis key.
+            with ThreadPoolExecutor(len(chosen)) as pool:
+                found = list(pool.map(measured, chosen))
+        else:
+            found = [measured(part) for part in chosen]
+        for part in found:
+            results |= part
 
     results["machine"] = {
         "cpus": os.cpu_count(),
@@ -99,6 +96,26 @@ def main(argv: list[str] | None = None) -> int:
     write(results, output)
     missed = [label for label, _, ok in results["targets"] if not ok]
     return 1 if options.strict and missed else 0
+
+
+def measure(part: str, baked: project.Project, settings: Settings, no_peer: bool) -> dict[str, Any]:
+    """One of PARTS; returns its results."""
+    if part == "startup":
+        step("Baking, cold starts and idle memory")
+        return {"startup": measure_startup(baked, settings)}
+    if part == "http":
+        with contextlib.ExitStack() as stack:
+            peer_project = None
+            if not no_peer:
+                step(f"Baking, migrating and seeding the peer template's project ({peer.TEMPLATE})")
+                peer_project = stack.enter_context(peer.prepared(baked))
+            step("HTTP endpoints")
+            return measure_endpoints(baked, settings, peer_project)
+    if part == "socketio":
+        step("Socket.IO")
+        return {"socketio": measure_realtime(baked, settings)}
+    step("Background jobs")
+    return {"jobs": measure_jobs(baked, settings)}
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -31,8 +31,10 @@ def measure_jobs(project: Project, settings: Settings) -> dict[str, Any]:
             for kind in KINDS if index % 2 == 0 else reversed(KINDS):
                 rounds[kind].append(one_round(project, directory, kind, settings, stopping))
     finally:
+        # Their graceful stop measures nothing, and the run need not wait it out.
         for worker in stopping:
-            worker.wait(timeout=30)
+            worker.kill()
+            worker.wait()
     return {
         "spaced": settings.job_spaced,
         "burst": settings.job_burst,

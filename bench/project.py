@@ -7,6 +7,7 @@ import secrets
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,45 +69,55 @@ class Project:
 
 @contextlib.contextmanager
 def prepared(logs: Path, pinning: Pinning) -> Iterator[Project]:
-    """Bake, migrate and seed; at the end drop the scratch database and the run's Redis keys."""
+    """Bake, migrate and seed; at the end drop the scratch databases and the run's Redis keys."""
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench-{run_id}:"
     python = venv_for(DEFAULT_PYTHON, superset_dependencies()) / "bin" / "python"
-    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+    env = clean_env(
+        ENVIRONMENT="production",
+        SECRET_KEY=secrets.token_urlsafe(48),
+        LOG_LEVEL="WARNING",
+        REDIS_URL=REDIS_URL,
+        CACHE_KEY_PREFIX=prefix,
+        CORS_ORIGINS="https://app.example.com",
+        TRUSTED_HOSTS="127.0.0.1,localhost",
+        RATE_LIMIT_DEFAULT=UNREFUSED_LIMIT,
+        # The cached rows measure hits: at 64 connections an expired entry is
+        # read from the database by every request in flight at once.
+        CACHE_TTL_SECONDS="3600",
+        SOCKETIO_TRANSPORTS="websocket",
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch, ThreadPoolExecutor(2) as pool:
         work = Path(scratch)
         directory = bake(work / "default")
-        without_redis = bake(work / "no-redis", use_redis=False)
-        without_metrics = bake(work / "no-metrics", use_metrics=False)
-        without_redis_or_metrics = bake(work / "no-redis-no-metrics", use_redis=False, use_metrics=False)
-        baked = (directory, without_redis, without_metrics, without_redis_or_metrics)
-        for path in baked:
-            run([python, "-m", "compileall", "-q", path], ROOT)
-        database = scratch_database(python, directory, DATABASE_URL, f"bench_{run_id}")
-        write_database = scratch_database(python, directory, DATABASE_URL, f"bench_{run_id}_writes")
+        # The two databases are created and migrated while the variants bake.
+        names = (f"bench_{run_id}", f"bench_{run_id}_writes")
+        databases = [pool.submit(migrated_database, python, directory, env, name) for name in names]
         try:
-            env = clean_env(
-                ENVIRONMENT="production",
-                SECRET_KEY=secrets.token_urlsafe(48),
-                LOG_LEVEL="WARNING",
-                DATABASE_URL=database,
-                REDIS_URL=REDIS_URL,
-                CACHE_KEY_PREFIX=prefix,
-                CORS_ORIGINS="https://app.example.com",
-                TRUSTED_HOSTS="127.0.0.1,localhost",
-                RATE_LIMIT_DEFAULT=UNREFUSED_LIMIT,
-                # The cached rows measure hits: at 64 connections an expired entry is
-                # read from the database by every request in flight at once.
-                CACHE_TTL_SECONDS="3600",
-                SOCKETIO_TRANSPORTS="websocket",
-            )
-            for url in (database, write_database):
-                run([python, "-m", "alembic", "upgrade", "head"], directory, env | {"DATABASE_URL": url})
+            without_redis = bake(work / "no-redis", use_redis=False)
+            without_metrics = bake(work / "no-metrics", use_metrics=False)
+            without_redis_or_metrics = bake(work / "no-redis-no-metrics", use_redis=False, use_metrics=False)
+            baked = (directory, without_redis, without_metrics, without_redis_or_metrics)
+            run([python, "-m", "compileall", "-q", *baked], ROOT)
+            database, write_database = (future.result() for future in databases)
+            env["DATABASE_URL"] = database
             item = seed(python, database)
             yield Project(work, python, *baked, env, write_database, item, logs, pinning, run_id)
         finally:
-            drop_scratch_database(python, directory, DATABASE_URL, database)
-            drop_scratch_database(python, directory, DATABASE_URL, write_database)
+            created = [future.result() for future in databases if future.exception() is None]
+            list(pool.map(lambda url: drop_scratch_database(python, directory, DATABASE_URL, url), created))
             forget_redis_keys(prefix)
+
+
+def migrated_database(python: Path, directory: Path, env: dict[str, str], name: str) -> str:
+    """A scratch database named `name` with the project's migrations applied; returns its URL."""
+    url = scratch_database(python, directory, DATABASE_URL, name)
+    try:
+        run([python, "-m", "alembic", "upgrade", "head"], directory, env | {"DATABASE_URL": url})
+    except BaseException:
+        drop_scratch_database(python, directory, DATABASE_URL, url)
+        raise
+    return url
 
 
 def seed(python: Path, database: str) -> int:

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,15 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CACHE_DIR = cache_dir()
 
 
+# cookiecutter changes the process's working directory while it renders.
+_ONE_BAKE_AT_A_TIME = threading.Lock()
+
+
 def bake(output_dir: Path, **answers: Any) -> Path:
     """Generate a project into `output_dir` and return its directory."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    return Path(cookiecutter(str(ROOT), no_input=True, extra_context=answers, output_dir=str(output_dir)))
+    with _ONE_BAKE_AT_A_TIME:
+        return Path(cookiecutter(str(ROOT), no_input=True, extra_context=answers, output_dir=str(output_dir)))
 
 
 def find_python(version: str) -> str:
