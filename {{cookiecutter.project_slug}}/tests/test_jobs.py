@@ -402,6 +402,26 @@ async def test_sigterm_lets_short_tasks_finish_and_queues_the_others_again(
     await eventually(lambda: started(redis, slow, times=2))
 
 
+def test_the_liveness_check_takes_its_port_from_the_environment_without_reading_the_settings(
+    settings: Settings,
+) -> None:
+    # A container runs it every few seconds within its CPU limit; importing the settings
+    # would cost it four times its CPU.
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "app.jobs", "check"],
+        cwd=PROJECT_ROOT,
+        env=worker_env(settings, WORKER_HEALTH_PORT=str(port), ENVIRONMENT="not-an-environment"),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert f"worker not answering on port {port}" in result.stderr
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "app.jobs.health" in imported
+    assert not imported & {"app.settings", "pydantic"}
+
+
 @pytest.mark.live
 @pytest.mark.parametrize(
     ("env", "named"),
