@@ -40,6 +40,8 @@ from toolkit.processes import clean_env, free_port, run
 # The worker's and the scheduler's own liveness command; the image's HEALTHCHECK asks
 # the web server's port.
 WORKER_CHECK = ["CMD", "python", "-m", "app.jobs", "check"]
+# Set for the worker and the scheduler, so that their check reads no other setting.
+CHECK_PORT = {"WORKER_HEALTH_PORT": "8001"}
 # What the worker gives running jobs after SIGTERM (WORKER_SHUTDOWN_GRACE_SECONDS' default).
 WORKER_GRACE = 8
 # The variants with the worker: its default is off, so the "full" ones have none.
@@ -111,8 +113,9 @@ def test_dev_compose_is_valid_and_wires_the_stack(
     if worker:
         job_worker = services["worker"]
         # The app's image, mount and settings; no port; started after what the app waits for.
-        for key in ("build", "image", "volumes", "environment", "depends_on"):
+        for key in ("build", "image", "volumes", "depends_on"):
             assert job_worker[key] == app[key], key
+        assert job_worker["environment"] == app["environment"] | CHECK_PORT
         assert "ports" not in job_worker
         # watchfiles restarts it on a change, as --reload does the app, giving it 10 s to stop.
         command = job_worker["command"]
@@ -208,7 +211,7 @@ def test_prod_compose_fails_fast_and_publishes_only_the_proxy(
         # The scheduler queues the scheduled jobs; the workers only run them.
         "WORKER_SCHEDULES": "false",
         "WORKER_SHUTDOWN_GRACE_SECONDS": str(WORKER_GRACE),
-    }
+    } | CHECK_PORT
     assert job_worker["environment"] == app["environment"] | own
     assert job_worker["command"] == ["python", "-m", "app.jobs"]
     assert job_worker["healthcheck"]["test"] == WORKER_CHECK
@@ -223,7 +226,7 @@ def test_prod_compose_fails_fast_and_publishes_only_the_proxy(
     # check and start; its own command, and one replica whatever WORKER_REPLICAS says.
     for key in ("image", "build", "init", "logging", "restart", "depends_on", "healthcheck"):
         assert scheduler[key] == job_worker[key], key
-    assert scheduler["environment"] == app["environment"]
+    assert scheduler["environment"] == app["environment"] | CHECK_PORT
     assert scheduler["command"] == ["python", "-m", "app.jobs", "scheduler"]
     # It holds no job, so stops at once; Docker still waits a little for its shutdown.
     assert 5 <= duration(scheduler["stop_grace_period"]) <= duration(job_worker["stop_grace_period"])
