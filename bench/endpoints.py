@@ -127,7 +127,7 @@ def measure_endpoints(project: Project, settings: Settings, peer: Peer | None) -
         row(
             "item_protected",
             "The same read behind a bearer token (access token checked)*",
-            Target(protected, f"/protected/items/{item}", headers=signed_in),
+            Target(protected, f"/items/{item}/protected", headers=signed_in),
             cached,
         ),
     ]
